@@ -1,0 +1,194 @@
+"""A real Apache Kafka broker, KRaft single node, run from jars that Maven resolves from Maven Central.
+
+No Kafka broker is packaged for PyPI, npm or Debian, and librdkafka's mock cluster lacks timestamp
+lookups (``offsets_for_times``), which the ingestion depends on; so the project runs the real thing.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import subprocess
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from stock_platform.services.paths import PROJECT_ROOT, cache_dir
+from stock_platform.services.process import (
+    MissingPrerequisite,
+    ServiceFailed,
+    ServiceState,
+    free_port,
+    require_tool,
+    spawn,
+    stop_process,
+    wait_ready,
+)
+
+KAFKA_VERSION = "4.1.1"
+POM = PROJECT_ROOT / "services" / "kafka" / "pom.xml"
+
+LOG4J2_CONFIG = """\
+status = warn
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = {log}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = info
+rootLogger.appenderRef.file.ref = file
+logger.kafka.name = kafka
+logger.kafka.level = warn
+logger.apache.name = org.apache.kafka
+logger.apache.level = warn
+"""
+
+
+def resolve_jars(version: str = KAFKA_VERSION) -> Path:
+    """The folder of the broker's jars, resolved with Maven on first use and cached by version."""
+    libs = cache_dir() / f"kafka-{version}" / "libs"
+    if libs.is_dir() and any(libs.glob("kafka_2.13-*.jar")):
+        return libs
+    mvn = require_tool(
+        "mvn", "to resolve the Kafka broker's jars from Maven Central", "Debian: apt-get install maven"
+    )
+    staging = libs.with_name(f"libs.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    result = subprocess.run(
+        [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
+         f"-Dkafka.version={version}", f"-DoutputDirectory={staging}", "-DincludeScope=runtime"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise ServiceFailed(
+            f"Maven could not resolve Kafka {version}:\n{result.stdout[-3000:]}{result.stderr[-2000:]}"
+        )
+    # Publish the folder whole, so an interrupted download is never mistaken for a complete one.
+    shutil.rmtree(libs, ignore_errors=True)
+    staging.rename(libs)
+    return libs
+
+
+def _java() -> str:
+    java = require_tool(
+        "java",
+        "to run the local Kafka broker (Java 17 or newer)",
+        "Debian: apt-get install openjdk-17-jre-headless",
+    )
+    out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False).stderr
+    # `openjdk version "17.0.15"` / `"1.8.0_392"`: Kafka 4 brokers need 17+.
+    quoted = out.split('"')[1] if '"' in out else "0"
+    major = int(quoted.split(".")[1] if quoted.startswith("1.") else quoted.split(".")[0])
+    if major < 17:
+        raise MissingPrerequisite(
+            f"Kafka {KAFKA_VERSION} needs Java 17 or newer; `java -version` says {quoted}"
+        )
+    return java
+
+
+def _cluster_id() -> str:
+    # Kafka's Uuid text form: URL-safe base64 of 16 bytes without padding.
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+
+
+@dataclass
+class KafkaBroker:
+    """One broker+controller on loopback; ``data_dir`` holds its config, log segments and log file."""
+
+    data_dir: Path
+    port: int = 0
+    controller_port: int = 0
+    heap: str = "512m"
+    version: str = KAFKA_VERSION
+    pid: int | None = None
+
+    name = "kafka"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "broker.log"
+
+    def settings(self) -> dict[str, str]:
+        return {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers}
+
+    def _write_config(self) -> Path:
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.bootstrap.servers": f"127.0.0.1:{self.controller_port}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(self.data_dir / "logs"),
+            "num.partitions": "1",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "5",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            # The cleaner's default 128 MiB dedupe buffer does not fit a small heap.
+            "log.cleaner.dedupe.buffer.size": "8388608",
+            "log.retention.hours": "168",
+        }
+        path = self.data_dir / "server.properties"
+        path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        (self.data_dir / "log4j2.properties").write_text(
+            LOG4J2_CONFIG.format(log=self.data_dir / "server.log")
+        )
+        return path
+
+    def start(self, timeout_s: float = 90.0) -> KafkaBroker:
+        java = _java()
+        libs = resolve_jars(self.version)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port()
+        self.controller_port = self.controller_port or free_port()
+        config = self._write_config()
+        classpath = f"{libs}/*"
+        jvm = [java, f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseG1GC", "-XX:TieredStopAtLevel=1",
+               f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}", "-cp", classpath]  # fmt: skip
+        if not (self.data_dir / "logs" / "meta.properties").exists():
+            fmt = subprocess.run(
+                [*jvm, "kafka.tools.StorageTool", "format", "--standalone",
+                 "-t", _cluster_id(), "-c", str(config)],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            if fmt.returncode != 0:
+                raise ServiceFailed(f"formatting Kafka storage failed:\n{fmt.stdout}{fmt.stderr}")
+        proc = spawn([*jvm, "kafka.Kafka", str(config)], self.log_path)
+        self.pid = proc.pid
+        try:
+            wait_ready("Kafka broker", proc.pid, self.ready, self.log_path, timeout_s)
+        except ServiceFailed:
+            self.stop()
+            raise
+        return self
+
+    def ready(self) -> bool:
+        """Ready means a metadata request answers with this broker in it."""
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "socket.timeout.ms": 1000,
+                             "log_level": 0})  # fmt: skip
+        try:
+            return bool(admin.list_topics(timeout=1.0).brokers)
+        except Exception:  # noqa: BLE001 - any failure here just means "not yet"
+            return False
+
+    def stop(self) -> None:
+        if self.pid is not None:
+            stop_process(self.pid)
+            self.pid = None
+
+    def state(self) -> ServiceState:
+        assert self.pid is not None
+        return ServiceState(self.name, self.pid, str(self.log_path), self.settings())

@@ -1,0 +1,118 @@
+"""A real S3-compatible server on loopback, standing in for MinIO where no Docker engine runs.
+
+MinIO's server is no longer distributed as binaries. versitygw (Apache-2.0) is a single Go binary
+whose posix backend serves a folder over the S3 API with SigV4 credentials enforced; `go install`
+builds it from the Go module proxy, and it is cached by version.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stock_platform.services.paths import cache_dir
+from stock_platform.services.process import (
+    ServiceFailed,
+    ServiceState,
+    free_port,
+    port_open,
+    require_tool,
+    spawn,
+    stop_process,
+    wait_ready,
+)
+
+VERSITYGW_MODULE = "github.com/versity/versitygw/cmd/versitygw"
+VERSITYGW_VERSION = "v1.8.0"
+
+
+def resolve_binary(version: str = VERSITYGW_VERSION) -> Path:
+    binary = cache_dir() / f"versitygw-{version}" / "versitygw"
+    if binary.exists():
+        return binary
+    go = require_tool(
+        "go",
+        "to build the local S3 server (versitygw)",
+        "https://go.dev/doc/install or apt-get install golang",
+    )
+    staging = binary.parent.with_name(f"versitygw-{version}.partial-{os.getpid()}")
+    staging.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        [go, "install", f"{VERSITYGW_MODULE}@{version}"],
+        env={**os.environ, "GOBIN": str(staging)}, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise ServiceFailed(f"`go install {VERSITYGW_MODULE}@{version}` failed:\n{result.stderr[-3000:]}")
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    (staging / "versitygw").rename(binary)
+    staging.rmdir()
+    return binary
+
+
+@dataclass
+class S3Server:
+    """versitygw's posix gateway serving ``data_dir / "buckets"``; one root user with the given keys."""
+
+    data_dir: Path
+    port: int = 0
+    access_key: str = field(
+        default_factory=lambda: os.environ.get("S3_ACCESS_KEY") or "local-" + secrets.token_hex(6)
+    )
+    secret_key: str = field(
+        default_factory=lambda: os.environ.get("S3_SECRET_KEY") or secrets.token_urlsafe(24)
+    )
+    pid: int | None = None
+
+    name = "s3"
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.endpoint}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "versitygw.log"
+
+    def settings(self) -> dict[str, str]:
+        return {"S3_ENDPOINT": self.endpoint, "S3_ACCESS_KEY": self.access_key, "S3_SECRET_KEY": self.secret_key,
+                "S3_SECURE": "false"}  # fmt: skip
+
+    def start(self, timeout_s: float = 30.0) -> S3Server:
+        binary = resolve_binary()
+        buckets = self.data_dir / "buckets"
+        buckets.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port()
+        # Credentials go through the environment, not argv, so `ps` does not show them.
+        env = {**os.environ, "ROOT_ACCESS_KEY": self.access_key, "ROOT_SECRET_KEY": self.secret_key}
+        proc = spawn(
+            [str(binary), "--port", self.endpoint, "--quiet", "posix", str(buckets)], self.log_path, env=env
+        )
+        self.pid = proc.pid
+        try:
+            wait_ready(
+                "S3 server (versitygw)",
+                proc.pid,
+                lambda: port_open("127.0.0.1", self.port),
+                self.log_path,
+                timeout_s,
+            )
+        except ServiceFailed:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self.pid is not None:
+            stop_process(self.pid)
+            self.pid = None
+
+    def state(self) -> ServiceState:
+        assert self.pid is not None
+        return ServiceState(self.name, self.pid, str(self.log_path), self.settings())
