@@ -8,6 +8,7 @@ import sys
 
 # subcommand -> module exposing add_arguments(parser) and run(args) -> exit code
 SUBCOMMANDS = {
+    "run": ("stock_platform.runner", "run the whole platform locally: Kafka, producer, Dagster UI and daemon"),
     "services": ("stock_platform.services.manage", "start, stop or show the local Kafka and S3 servers"),
 }
 

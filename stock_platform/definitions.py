@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from stock_platform.ingestion.definitions import defs as ingestion_defs
-from stock_platform.transform.definitions import defs as transform_defs
+from stock_platform.ingestion import definitions as ingestion
+from stock_platform.transform import definitions as transform
 
-defs = dg.Definitions.merge(ingestion_defs, transform_defs)
+defs = dg.Definitions.merge(ingestion.defs, transform.defs)
