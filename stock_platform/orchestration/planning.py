@@ -1,0 +1,184 @@
+"""Which minutes the lag sensor runs next: pure arithmetic on keys, a few facts read from Kafka and the
+Dagster instance, and a small JSON cursor.
+
+The ingest group's committed offsets are the source of truth for what is done: they move only after a
+minute is durable, and only contiguously (a run whose earlier minutes are not committed fails instead of
+committing past them). So the plan starts at the minute of the first record not yet ingested, and the
+cursor only remembers how far runs were already requested:
+
+- while runs are queued or running, newly closed minutes are requested after them (the run queue lets
+  one ingest run execute at a time, in order);
+- when the last requested run failed, everything from the first pending minute is requested again under
+  new run keys (``#retryN``), at most once per ``retry_after_s``;
+- when it succeeded, planning continues after what was requested (a late record whose timestamp falls
+  in an ingested minute is read with the minute whose offset range holds it, never by re-running its own).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from enum import Enum
+
+from stock_platform.partitions import MINUTE, MINUTE_MS, minute_key, minute_key_from_ms, minute_window
+
+
+class PreviousRun(Enum):
+    NONE = "none"
+    IN_FLIGHT = "in_flight"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class MinuteRange:
+    """Minutes ``first`` to ``last`` inclusive, run as one Dagster run (one partition when equal)."""
+
+    first: str
+    last: str
+    attempt: int = 0
+
+    @property
+    def run_key(self) -> str:
+        base = self.first if self.first == self.last else f"{self.first}...{self.last}"
+        return base if self.attempt == 0 else f"{base}#retry{self.attempt}"
+
+    @property
+    def minutes(self) -> int:
+        return minutes_between(self.first, self.last)
+
+
+@dataclass
+class LagCursor:
+    """What the sensor carries between ticks (serialized as JSON)."""
+
+    requested_through: str | None = None  # last minute key a run was requested for
+    attempt: int = 0  # how many times the minutes after the committed position were re-requested
+    retried_at_ms: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | None) -> LagCursor:
+        if not text:
+            return cls()
+        data = json.loads(text)
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class Plan:
+    ranges: tuple[MinuteRange, ...]
+    cursor: LagCursor
+    skip_reason: str | None
+
+
+def minutes_between(first: str, last: str) -> int:
+    """How many minutes from ``first`` to ``last`` inclusive."""
+    return int((minute_window(last)[0] - minute_window(first)[0]) / MINUTE) + 1
+
+
+def next_minute(key: str) -> str:
+    return minute_key(minute_window(key)[1])
+
+
+def last_closed_minute(now_ms: int, grace_ms: int, current_minute_has_records: bool) -> str:
+    """The newest closed minute.
+
+    A minute is closed once every Kafka partition holds a record past its end (Kafka appends in order per
+    partition) or once its end plus the grace period has passed, which covers idle partitions.
+    """
+    if current_minute_has_records:
+        return minute_key_from_ms(now_ms - MINUTE_MS)
+    return minute_key_from_ms(now_ms - grace_ms - MINUTE_MS)
+
+
+def split(
+    first: str,
+    last: str,
+    *,
+    single_run_limit: int,
+    batch_minutes: int,
+    max_runs: int,
+    attempt: int,
+    next_record_ms: Callable[[int], int | None] | None = None,
+) -> list[MinuteRange]:
+    """A run per minute for a few minutes; batches of ``batch_minutes`` for a catch-up.
+
+    ``next_record_ms(t)`` gives the Kafka timestamp of the first record at or after ``t`` (None if there
+    is none); with it, stretches without records (market closed, producer stopped) get no runs.
+    """
+    size = 1 if minutes_between(first, last) <= single_run_limit else batch_minutes
+    ranges: list[MinuteRange] = []
+    start = minute_window(first)[0]
+    end = minute_window(last)[0]
+    while start <= end and len(ranges) < max_runs:
+        if next_record_ms is not None:
+            found = next_record_ms(int(start.timestamp() * 1000))
+            if found is None:
+                break
+            start = max(start, minute_window(minute_key_from_ms(found))[0])
+            if start > end:
+                break
+        stop = min(start + (size - 1) * MINUTE, end)
+        ranges.append(MinuteRange(minute_key(start), minute_key(stop), attempt))
+        start = stop + MINUTE
+    return ranges
+
+
+def plan_runs(
+    first_pending_ms: int | None,
+    now_ms: int,
+    cursor: LagCursor,
+    previous: PreviousRun,
+    *,
+    grace_ms: int,
+    current_minute_has_records: bool = False,
+    single_run_limit: int = 3,
+    batch_minutes: int = 60,
+    max_runs_per_tick: int = 4,
+    retry_after_s: float = 30.0,
+    earliest_key: str | None = None,
+    next_record_ms: Callable[[int], int | None] | None = None,
+) -> Plan:
+    """Plan the next runs from the oldest pending record's Kafka timestamp (None when there is no lag)."""
+    if first_pending_ms is None:
+        return Plan((), cursor, "no lag: the ingest group has committed every record")
+    first = minute_key_from_ms(first_pending_ms)
+    if earliest_key is not None and first < earliest_key:
+        # Records older than the partitions definition cannot become runs; start at its first minute.
+        first = earliest_key
+    last = last_closed_minute(now_ms, grace_ms, current_minute_has_records)
+
+    attempt, retried_at_ms = cursor.attempt, cursor.retried_at_ms
+    requested = cursor.requested_through
+    if previous is PreviousRun.FAILED:
+        if now_ms - cursor.retried_at_ms < retry_after_s * 1000:
+            return Plan(
+                (), cursor, f"the run for minutes from {first} failed; retrying after {retry_after_s:g} s"
+            )
+        start, attempt, retried_at_ms = first, attempt + 1, now_ms
+    elif requested is not None and requested >= first:
+        start = next_minute(requested)
+    else:
+        start, attempt = first, 0
+
+    if start > last:
+        if previous is PreviousRun.IN_FLIGHT:
+            return Plan((), cursor, f"runs are in flight through {requested}; no newer minute is closed")
+        return Plan((), cursor, f"minute {start} has records but is not closed yet")
+
+    ranges = split(
+        start,
+        last,
+        single_run_limit=single_run_limit,
+        batch_minutes=batch_minutes,
+        max_runs=max_runs_per_tick,
+        attempt=attempt,
+        next_record_ms=next_record_ms,
+    )
+    if not ranges:
+        return Plan((), cursor, f"no records in the closed minutes {start} to {last}")
+    return Plan(tuple(ranges), LagCursor(ranges[-1].last, attempt, retried_at_ms), None)
