@@ -8,7 +8,11 @@ import sys
 
 # subcommand -> module exposing add_arguments(parser) and run(args) -> exit code
 SUBCOMMANDS = {
-    "run": ("stock_platform.runner", "run the whole platform locally: Kafka, producer, Dagster UI and daemon"),
+    "run": (
+        "stock_platform.runner",
+        "run the whole platform locally: Kafka, producer, Dagster UI and daemon",
+    ),
+    "produce": ("stock_platform.producer.cli", "publish quotes (Finnhub, simulated or replayed) to Kafka"),
     "services": ("stock_platform.services.manage", "start, stop or show the local Kafka and S3 servers"),
 }
 

@@ -53,12 +53,13 @@ def validate_finnhub_quote(quote: Mapping[str, Any]) -> None:
 
     Finnhub answers an unknown symbol with every field zero rather than an error, so all-zero is rejected.
     """
+    # Finnhub's unknown-symbol answer is {"c": 0, "d": null, "dp": null, "h": 0, ...}: say so, not "missing d".
+    if all(quote.get(f) in (0, None) for f in FINNHUB_FIELDS) and any(f in quote for f in PRICE_FIELDS):
+        raise InvalidQuote("all-zero quote (Finnhub's answer for an unknown symbol)")
     missing = [f for f in FINNHUB_FIELDS if f not in quote or quote[f] is None]
     if missing:
         raise InvalidQuote(f"missing field(s): {', '.join(missing)}")
     values = {f: _number(quote, f) for f in FINNHUB_FIELDS}
-    if all(v == 0 for v in values.values()):
-        raise InvalidQuote("all-zero quote (Finnhub's answer for an unknown symbol)")
     for f in PRICE_FIELDS:
         if values[f] <= 0:
             raise InvalidQuote(f"price field {f!r} must be positive, got {values[f]!r}")

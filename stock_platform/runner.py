@@ -75,7 +75,14 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_producer:
         producer = [sys.executable, "-m", "stock_platform.cli", "produce"]
         if not env.get("FINNHUB_API_KEY"):
-            producer += ["--source", "simulated", "--symbols", str(args.symbols), "--rate", str(args.rate)]
+            producer += [
+                "--source",
+                "simulated",
+                "--symbol-count",
+                str(args.symbols),
+                "--rate",
+                str(args.rate),
+            ]
         children.append(("producer", spawn(producer, logs / "producer.log", env=env, cwd=PROJECT_ROOT).pid))
     dagster = [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
                "-h", "127.0.0.1", "-p", str(args.port)]  # fmt: skip
