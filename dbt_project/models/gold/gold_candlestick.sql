@@ -1,0 +1,135 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        tmp_relation_type=incremental_tmp_relation_type(),
+        unique_key=['symbol', 'grain', 'bucket_start'],
+    )
+}}
+
+{#- One row per symbol, grain ('minute' or 'day') and bucket start: an OHLC candle of the sampled prices
+    whose quote time falls in the bucket.
+
+    An incremental run rebuilds the 1-minute candles touched by the window's quotes (late ones included)
+    from all of their quotes, then each touched day from its 1-minute candles (the rebuilt ones and those
+    already here), so a minute's run reads that minute's quotes and one day of candles, never a day of
+    quotes. -#}
+
+with
+
+quotes as (
+
+    select symbol, quote_ts, date_trunc('minute', quote_ts) as bucket_start, price, minute
+    from {{ ref('silver_quotes') }}
+
+),
+
+{% if is_incremental() %}
+touched_minutes as (
+
+    select distinct symbol, bucket_start
+    from quotes
+    where {{ minute_window_filter('minute') }}
+
+),
+
+minute_quotes as (
+
+    select quotes.*
+    from quotes
+    inner join touched_minutes
+        on quotes.symbol = touched_minutes.symbol
+        and quotes.bucket_start = touched_minutes.bucket_start
+
+),
+{% else %}
+minute_quotes as (
+
+    select * from quotes
+
+),
+{% endif %}
+
+minute_candles as (
+
+    select
+        symbol,
+        cast('minute' as varchar) as grain,
+        bucket_start,
+        min_by(price, quote_ts) as open,
+        max(price) as high,
+        min(price) as low,
+        max_by(price, quote_ts) as close,
+        cast(count(*) as bigint) as sample_count,
+        min(quote_ts) as first_quote_ts,
+        max(quote_ts) as last_quote_ts
+    from minute_quotes
+    group by symbol, bucket_start
+
+),
+
+{% if is_incremental() %}
+touched_days as (
+
+    select distinct symbol, date_trunc('day', bucket_start) as day_start
+    from minute_candles
+
+),
+
+kept_minute_candles as (
+
+    select existing.*
+    from {{ this }} as existing
+    inner join touched_days
+        on existing.symbol = touched_days.symbol
+        and date_trunc('day', existing.bucket_start) = touched_days.day_start
+    left join minute_candles as rebuilt
+        on existing.symbol = rebuilt.symbol
+        and existing.bucket_start = rebuilt.bucket_start
+    where existing.grain = 'minute'
+        and rebuilt.symbol is null
+
+),
+
+day_minute_candles as (
+
+    select * from minute_candles
+    union all
+    select * from kept_minute_candles
+
+),
+{% else %}
+day_minute_candles as (
+
+    select * from minute_candles
+
+),
+{% endif %}
+
+day_candles as (
+
+    select
+        symbol,
+        cast('day' as varchar) as grain,
+        date_trunc('day', bucket_start) as bucket_start,
+        min_by(open, bucket_start) as open,
+        max(high) as high,
+        min(low) as low,
+        max_by(close, bucket_start) as close,
+        cast(sum(sample_count) as bigint) as sample_count,
+        min(first_quote_ts) as first_quote_ts,
+        max(last_quote_ts) as last_quote_ts
+    from day_minute_candles
+    group by symbol, date_trunc('day', bucket_start)
+
+),
+
+final as (
+
+    select * from minute_candles
+    union all
+    select * from day_candles
+
+)
+
+select * from final

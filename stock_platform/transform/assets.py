@@ -1,0 +1,52 @@
+"""dbt's silver and gold models as Dagster assets, partitioned by the same minutes as the raw table."""
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+
+from stock_platform.partitions import minute_partitions
+from stock_platform.transform.window import DBT_BUILD_ARGS, dbt_window_env, environment
+
+LAYERS = ("silver", "gold")
+
+
+class StockDbtTranslator(DagsterDbtTranslator):
+    """Asset keys are the model names (docs/contracts.md), without the schema prefix dagster-dbt adds for
+    models with a custom schema; groups are the layers, taken from the model's folder.
+    """
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        if dbt_resource_props.get("resource_type") == "model":
+            return dg.AssetKey(dbt_resource_props["name"])
+        return super().get_asset_key(dbt_resource_props)
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        fqn = dbt_resource_props.get("fqn") or []
+        if len(fqn) > 2 and fqn[1] in LAYERS:
+            return fqn[1]
+        return super().get_group_name(dbt_resource_props)
+
+
+def build_dbt_assets(project: DbtProject) -> dg.AssetsDefinition:
+    # A catch-up of many minutes is one dbt run over the whole range (single_run), not one per minute:
+    # the models take any window, and dbt's start-up dominates a minute's work.
+    @dbt_assets(
+        manifest=project.manifest_path,
+        project=project,
+        dagster_dbt_translator=StockDbtTranslator(),
+        partitions_def=minute_partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+    )
+    def stock_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
+        """silver_quotes (typed, deduplicated quotes) and the gold tables Power BI reads, updated for the
+        run's minutes (plus a few minutes of lookback for late records); dbt data tests are asset checks.
+        """
+        window = context.partition_time_window
+        # The subprocess starts (and copies the environment) inside cli(); streaming happens after.
+        with environment(dbt_window_env(window.start, window.end)):
+            invocation = dbt.cli(DBT_BUILD_ARGS, context=context)
+        yield from invocation.stream()
+
+    return stock_dbt_models

@@ -1,0 +1,50 @@
+"""The transform Definitions load (building the manifest if needed) and plug into the ingestion graph."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from stock_platform.partitions import minute_partitions
+from stock_platform.transform.definitions import defs
+
+MODELS = {"silver_quotes", "silver_rejected_quotes", "gold_kpi", "gold_candlestick", "gold_treechart"}
+
+
+def test_models_are_minute_partitioned_assets_in_their_layer_groups():
+    graph = defs.resolve_asset_graph()
+    models = {key.to_user_string(): graph.get(key) for key in graph.materializable_asset_keys}
+    assert set(models) == MODELS
+    assert {name: node.group_name for name, node in models.items()} == {
+        "silver_quotes": "silver",
+        "silver_rejected_quotes": "silver",
+        "gold_kpi": "gold",
+        "gold_candlestick": "gold",
+        "gold_treechart": "gold",
+    }
+    assert all(node.partitions_def == minute_partitions for node in models.values())
+
+
+def test_silver_reads_the_raw_table_asset_and_gold_reads_silver():
+    graph = defs.resolve_asset_graph()
+
+    def parents(name: str) -> set[str]:
+        return {key.to_user_string() for key in graph.get(dg.AssetKey(name)).parent_keys}
+
+    assert parents("silver_quotes") == parents("silver_rejected_quotes") == {"raw_quote_table"}
+    assert (
+        parents("gold_kpi") == parents("gold_candlestick") == parents("gold_treechart") == {"silver_quotes"}
+    )
+
+
+def test_dbt_data_tests_are_asset_checks_on_their_models():
+    graph = defs.resolve_asset_graph()
+    per_model: dict[str, int] = {}
+    for check in graph.asset_check_keys:
+        per_model[check.asset_key.to_user_string()] = per_model.get(check.asset_key.to_user_string(), 0) + 1
+    assert per_model == {
+        "silver_quotes": 8,
+        "silver_rejected_quotes": 3,
+        "gold_kpi": 6,
+        "gold_candlestick": 7,
+        "gold_treechart": 3,
+    }
