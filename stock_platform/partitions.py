@@ -75,7 +75,9 @@ def minute_keys_between(first: dt.datetime, last: dt.datetime) -> Iterator[str]:
         current += MINUTE
 
 
-def is_known_minute(partition_key: str, partitions: dg.TimeWindowPartitionsDefinition = minute_partitions) -> bool:
+def is_known_minute(
+    partition_key: str, partitions: dg.TimeWindowPartitionsDefinition = minute_partitions
+) -> bool:
     """Whether a key lies at or after the definition's start (runs for earlier minutes are invalid)."""
     start, _ = minute_window(partition_key)
     return start >= partitions.start

@@ -1,0 +1,1 @@
+"""I/O resources: Kafka, the object store, the warehouse."""

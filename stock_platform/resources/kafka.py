@@ -1,0 +1,353 @@
+"""Kafka access for ingestion: a minute's offset ranges, reading exactly those ranges, offsets and lag.
+
+A minute is read by offsets, never by a consumer group's position: ``offsets_for_times`` maps the
+window's start and end to offsets on each Kafka partition and the records in between are consumed with
+``assign()``. Every record therefore belongs to exactly one minute's range (the range boundaries tile
+each partition), and re-reading the minute reads the same records while Kafka keeps them.
+
+The ingest consumer group never subscribes; it only holds committed offsets (the platform's position),
+which ingestion moves forward after a minute is durable and the lag sensor compares with the high
+watermark.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import dagster as dg
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from pydantic import Field
+
+from stock_platform.partitions import minute_window_ms
+from stock_platform.resources.kafka_reader import OffsetRange, ReadStalled, read_ranges
+
+__all__ = ["KafkaResource", "MinuteBatch", "OffsetRange", "PartitionLag"]
+
+# librdkafka's "no offset" sentinels: offsets_for_times answers OFFSET_END (-1) when no record is at
+# or after the timestamp; committed() answers OFFSET_INVALID (-1001) for a partition never committed.
+OFFSET_END = -1
+
+
+class KafkaUnavailable(RuntimeError):
+    """The broker or the topic cannot be reached; the message says which and where."""
+
+
+class MinuteNotClosed(RuntimeError):
+    """The minute may still receive records; ``str(exc)`` says why and when it closes."""
+
+
+@dataclass(frozen=True)
+class MinuteBatch:
+    """A minute's records as offset ranges, one per Kafka partition: the manifest a raw object is read from."""
+
+    topic: str
+    partition_key: str
+    ranges: tuple[OffsetRange, ...]
+    closed_by: str  # "records" (each partition has a record past the end) or "grace"
+
+    @property
+    def record_count(self) -> int:
+        return sum(r.count for r in self.ranges)
+
+    @property
+    def ends(self) -> dict[int, int]:
+        return {r.partition: r.end for r in self.ranges}
+
+    def ranges_text(self) -> str:
+        """``partition:start-end`` per partition, the form used in metadata and object metadata."""
+        return ",".join(f"{r.partition}:{r.start}-{r.end}" for r in self.ranges)
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "topic": self.topic,
+                "partition_key": self.partition_key,
+                "closed_by": self.closed_by,
+                "ranges": [[r.partition, r.start, r.end] for r in self.ranges],
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> MinuteBatch:
+        doc = json.loads(data)
+        return cls(
+            topic=doc["topic"],
+            partition_key=doc["partition_key"],
+            closed_by=doc["closed_by"],
+            ranges=tuple(OffsetRange(p, s, e) for p, s, e in doc["ranges"]),
+        )
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    partition: int
+    low: int
+    high: int
+    committed: int | None
+
+    @property
+    def lag(self) -> int:
+        return lag_of(self.low, self.high, self.committed)
+
+
+def lag_of(low: int, high: int, committed: int | None) -> int:
+    """Records not yet ingested: high watermark minus committed, or everything Kafka holds if none is."""
+    if committed is None or committed < 0:
+        return max(high - low, 0)
+    # A committed offset below the low watermark means retention deleted records never ingested; those
+    # are gone, so they are not lag that ingestion could still catch up on.
+    return max(high - max(committed, low), 0)
+
+
+def closed_reason(now_ms: int, end_ms: int, grace_ms: int, all_partitions_past_end: bool) -> str | None:
+    """Why a minute counts as closed ("records" or "grace"), or None while it may still get records.
+
+    Before its end a minute is open whatever Kafka holds (a producer with a fast clock must not close it).
+    After the end it is closed once every partition has a record past the end, since Kafka appends in
+    order per partition; otherwise after the grace period, which covers idle partitions and slow
+    producers.
+    """
+    if now_ms < end_ms:
+        return None
+    if all_partitions_past_end:
+        return "records"
+    if now_ms >= end_ms + grace_ms:
+        return "grace"
+    return None
+
+
+def offset_ranges(
+    partitions: list[int],
+    highs: Mapping[int, int],
+    starts: Mapping[int, int],
+    ends: Mapping[int, int],
+) -> tuple[OffsetRange, ...]:
+    """Turn offsets_for_times answers into ranges.
+
+    ``highs`` must be read *before* the timestamp lookups: an OFFSET_END answer then means every record
+    below that high watermark is earlier than the timestamp, so the range may safely end there without
+    taking in a record of the next minute that arrived in between.
+    """
+    ranges = []
+    for p in partitions:
+        end = ends[p] if ends[p] >= 0 else highs[p]
+        start = starts[p] if starts[p] >= 0 else highs[p]
+        ranges.append(OffsetRange(p, min(start, end), end))
+    return tuple(ranges)
+
+
+def advancing_commits(committed: Mapping[int, int | None], targets: Mapping[int, int]) -> dict[int, int]:
+    """The offsets to commit: only partitions whose target is ahead of what is committed (never rewind)."""
+    plan = {}
+    for p, target in targets.items():
+        current = committed.get(p)
+        if current is None or current < 0 or target > current:
+            plan[p] = target
+    return plan
+
+
+class KafkaResource(dg.ConfigurableResource):
+    """The quotes topic and the ingest consumer group on one Kafka cluster."""
+
+    bootstrap_servers: str = Field(default="127.0.0.1:9092", description="host:port[,host:port...]")
+    topic: str = Field(default="stock-quotes", description="Topic of quote records.")
+    ingest_group: str = Field(
+        default="stock-platform-ingest", description="Consumer group holding the ingested position."
+    )
+    grace_seconds: float = Field(
+        default=10.0,
+        description="After a minute's end, how long an idle partition may still deliver its records.",
+    )
+    timeout_seconds: float = Field(default=10.0, description="Per Kafka request, and per read stall.")
+    read_batch_size: int = Field(default=10_000, description="Messages per consume() call.")
+    read_workers: int = Field(
+        default=2,
+        description="Processes reading a large minute in parallel (1 = always in the run's process).",
+    )
+    parallel_read_threshold: int = Field(
+        default=200_000, description="Records from which a minute is read by read_workers processes."
+    )
+
+    def _consumer(self, **overrides: Any) -> Consumer:
+        return Consumer({**self.consumer_config(), **overrides})
+
+    @contextmanager
+    def consumer(self, **overrides: Any) -> Iterator[Consumer]:
+        consumer = self._consumer(**overrides)
+        try:
+            yield consumer
+        finally:
+            consumer.close()
+
+    def partitions(self, consumer: Consumer) -> list[int]:
+        try:
+            metadata = consumer.list_topics(self.topic, timeout=self.timeout_seconds)
+        except KafkaException as exc:
+            raise KafkaUnavailable(f"Kafka at {self.bootstrap_servers} did not answer: {exc}") from exc
+        topic = metadata.topics.get(self.topic)
+        if topic is None or topic.error is not None or not topic.partitions:
+            reason = topic.error if topic is not None and topic.error is not None else "no partitions"
+            raise KafkaUnavailable(f"topic {self.topic!r} on {self.bootstrap_servers}: {reason}")
+        return sorted(topic.partitions)
+
+    def _watermarks(self, consumer: Consumer, partitions: list[int]) -> dict[int, tuple[int, int]]:
+        return {
+            p: consumer.get_watermark_offsets(
+                TopicPartition(self.topic, p), timeout=self.timeout_seconds, cached=False
+            )
+            for p in partitions
+        }
+
+    def _offsets_at(self, consumer: Consumer, partitions: list[int], timestamp_ms: int) -> dict[int, int]:
+        answers = consumer.offsets_for_times(
+            [TopicPartition(self.topic, p, timestamp_ms) for p in partitions], timeout=self.timeout_seconds
+        )
+        offsets = {}
+        for tp in answers:
+            if tp.error is not None:
+                raise KafkaUnavailable(f"offsets_for_times on {self.topic}[{tp.partition}]: {tp.error}")
+            offsets[tp.partition] = tp.offset
+        return offsets
+
+    def minute_batch(self, partition_key: str, now_ms: int | None = None) -> MinuteBatch:
+        """The minute's offset range on each partition; raises MinuteNotClosed while it may still grow."""
+        start_ms, end_ms = minute_window_ms(partition_key)
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        if now_ms < end_ms:
+            raise MinuteNotClosed(
+                f"minute {partition_key} is still open: it ends in {(end_ms - now_ms) / 1000:.1f} s"
+            )
+        with self.consumer() as consumer:
+            partitions = self.partitions(consumer)
+            watermarks = self._watermarks(consumer, partitions)
+            starts = self._offsets_at(consumer, partitions, start_ms)
+            ends = self._offsets_at(consumer, partitions, end_ms)
+        idle = [p for p in partitions if ends[p] < 0]
+        reason = closed_reason(now_ms, end_ms, int(self.grace_seconds * 1000), not idle)
+        if reason is None:
+            closes_in = (end_ms + self.grace_seconds * 1000 - now_ms) / 1000
+            raise MinuteNotClosed(
+                f"minute {partition_key} is not closed yet: partition(s) {idle} of {self.topic!r} have no "
+                f"record past its end and the {self.grace_seconds:g} s grace period ends in {closes_in:.1f} s"
+            )
+        highs = {p: high for p, (_, high) in watermarks.items()}
+        ranges = offset_ranges(partitions, highs, starts, ends)
+        for r in ranges:
+            low = watermarks[r.partition][0]
+            if r.count and r.start < low:
+                raise KafkaUnavailable(
+                    f"{self.topic}[{r.partition}] offsets {r.start}-{low} of minute {partition_key} were "
+                    "deleted by retention; the minute can no longer be read in full"
+                )
+        return MinuteBatch(self.topic, partition_key, ranges, reason)
+
+    def consumer_config(self) -> dict[str, Any]:
+        """librdkafka settings of the ingestion's consumers (also handed to parallel read workers)."""
+        return {
+            "bootstrap.servers": self.bootstrap_servers,
+            "group.id": self.ingest_group,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            # A range whose records retention deleted must fail loudly, not silently jump elsewhere.
+            "auto.offset.reset": "error",
+            "enable.partition.eof": False,
+            "socket.timeout.ms": int(self.timeout_seconds * 1000),
+            # An unreachable broker otherwise logs a line per retry to stderr on every call.
+            "log_level": 3,
+        }
+
+    def read(self, ranges: tuple[OffsetRange, ...]) -> Iterator[list[Message]]:
+        """Yield the messages of ``ranges`` in chunks, each message exactly once, then stop."""
+        try:
+            yield from read_ranges(
+                self.consumer_config(), self.topic, ranges, self.read_batch_size, self.timeout_seconds
+            )
+        except ReadStalled as exc:
+            raise KafkaUnavailable(str(exc)) from exc
+
+    def committed_offsets(self, consumer: Consumer | None = None) -> dict[int, int | None]:
+        """The ingest group's committed offset per partition (None where it never committed)."""
+        if consumer is None:
+            with self.consumer() as owned:
+                return self.committed_offsets(owned)
+        partitions = self.partitions(consumer)
+        answers = consumer.committed(
+            [TopicPartition(self.topic, p) for p in partitions], timeout=self.timeout_seconds
+        )
+        return {tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in answers}
+
+    def commit_ends(self, ends: Mapping[int, int]) -> dict[int, int]:
+        """Move the ingest group to ``ends`` where that is forward; return what was committed.
+
+        Reading then committing is not atomic in Kafka, so concurrent runs on this host are serialized by
+        a file lock, and what is read back after the commit is repaired if another writer rewound it.
+        """
+        with _host_lock(f"{self.bootstrap_servers}/{self.ingest_group}/{self.topic}"), self.consumer() as c:
+            before = self.committed_offsets(c)
+            plan = advancing_commits(before, ends)
+            if plan:
+                self._commit(c, plan)
+                after = self.committed_offsets(c)
+                repair = {p: o for p, o in plan.items() if (after.get(p) or 0) < o}
+                if repair:
+                    self._commit(c, repair)
+            return plan
+
+    def _commit(self, consumer: Consumer, offsets: Mapping[int, int]) -> None:
+        answers = consumer.commit(
+            offsets=[TopicPartition(self.topic, p, o) for p, o in sorted(offsets.items())],
+            asynchronous=False,
+        )
+        failed = [tp for tp in answers or [] if tp.error is not None]
+        if failed:
+            raise KafkaException(failed[0].error)
+
+    def consumer_lag(self) -> list[PartitionLag]:
+        """Lag of the ingest group per partition: high watermark - committed (high - low if none)."""
+        with self.consumer() as consumer:
+            partitions = self.partitions(consumer)
+            watermarks = self._watermarks(consumer, partitions)
+            committed = self.committed_offsets(consumer)
+        return [PartitionLag(p, *watermarks[p], committed.get(p)) for p in partitions]
+
+    def first_pending_timestamps(self) -> dict[int, int]:
+        """Kafka timestamp (epoch ms) of the first record not yet ingested, per partition with lag.
+
+        The oldest of these is the first minute the lag sensor still has to run.
+        """
+        lags = [lag for lag in self.consumer_lag() if lag.lag > 0]
+        if not lags:
+            return {}
+        positions = {lag.partition: max(lag.committed or lag.low, lag.low) for lag in lags}
+        found: dict[int, int] = {}
+        with self.consumer() as consumer:
+            consumer.assign([TopicPartition(self.topic, p, o) for p, o in positions.items()])
+            deadline = time.monotonic() + self.timeout_seconds
+            while len(found) < len(positions) and time.monotonic() < deadline:
+                for message in consumer.consume(len(positions), timeout=0.5):
+                    partition = cast(int, message.partition())
+                    if message.error() is None and partition not in found:
+                        found[partition] = message.timestamp()[1]
+        return found
+
+
+@contextmanager
+def _host_lock(name: str) -> Iterator[None]:
+    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+    path = Path(tempfile.gettempdir()) / f"stock-platform-commit-{digest}.lock"
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

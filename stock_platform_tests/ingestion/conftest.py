@@ -1,0 +1,75 @@
+"""Helpers for ingestion tests: unique topics, quote records, and producing them at chosen timestamps."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pytest
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from stock_platform.partitions import minute_key, minute_window_ms
+from stock_platform.quotes import encode_record
+
+
+def quote(seq: int, fetched_at: int, symbol: str = "AAPL", price: float = 190.0) -> dict[str, Any]:
+    return {
+        "schema_version": 1,
+        "symbol": symbol,
+        "c": price,
+        "d": 1.5,
+        "dp": 0.79,
+        "h": price + 1,
+        "l": price - 1,
+        "o": price - 0.5,
+        "pc": price - 1.5,
+        "t": fetched_at // 1000,
+        "fetched_at": fetched_at,
+        "source": "simulated",
+        "producer_run_id": "test-run",
+        "seq": seq,
+    }
+
+
+def closed_minute(minutes_ago: int = 30) -> str:
+    """A minute well in the past (closed) yet inside the partitions definition."""
+    return minute_key(dt.datetime.now(dt.UTC) - dt.timedelta(minutes=minutes_ago))
+
+
+def produce(bootstrap: str, topic: str, messages: Iterable[tuple[int, int, bytes | None]]) -> None:
+    """Produce (kafka_partition, timestamp_ms, value) with the symbol-less key b"k"; waits for delivery."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    failures: list[str] = []
+
+    def report(err, _msg) -> None:
+        if err is not None:
+            failures.append(str(err))
+
+    for partition, timestamp_ms, value in messages:
+        producer.produce(topic, value=value, key=b"k", partition=partition, timestamp=timestamp_ms,
+                         on_delivery=report)  # fmt: skip
+    assert producer.flush(30) == 0
+    assert failures == []
+
+
+def valid_messages(partition_key: str, count: int, partitions: int = 2, seq_start: int = 0):
+    """``count`` valid quotes spread over the minute, round-robin over partitions."""
+    start_ms, _ = minute_window_ms(partition_key)
+    for i in range(count):
+        ts = start_ms + i * 59_000 // max(count, 1)
+        yield i % partitions, ts, encode_record(quote(seq_start + i, ts, symbol=f"S{i % 7}"))
+
+
+@pytest.fixture
+def new_topic(kafka_broker) -> Callable[..., str]:
+    admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap_servers})
+
+    def create(partitions: int = 2) -> str:
+        name = f"quotes-{uuid.uuid4().hex[:10]}"
+        admin.create_topics([NewTopic(name, partitions, 1)])[name].result(30)
+        return name
+
+    return create

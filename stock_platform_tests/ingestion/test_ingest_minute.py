@@ -1,0 +1,374 @@
+"""A minute from Kafka to the raw object and the raw table, against a real broker, S3 server and DuckDB."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from stock_platform.ingestion.assets import (
+    kafka_quote_batch,
+    raw_quote_object,
+    raw_quote_table,
+    stock_quotes_topic,
+)
+from stock_platform.ingestion.object_keys import batch_manifest_key, dead_letter_object_key, raw_object_key
+from stock_platform.partitions import minute_window, minute_window_ms
+from stock_platform.quotes import encode_record
+from stock_platform.resources.kafka import KafkaResource, KafkaUnavailable, MinuteNotClosed
+from stock_platform.resources.object_store import LocalObjectStore, ObjectNotFound, S3ObjectStore
+from stock_platform.resources.warehouse import DuckDBWarehouse, Warehouse
+from stock_platform_tests.ingestion.conftest import closed_minute, produce, quote, valid_messages
+
+pytestmark = pytest.mark.integration
+
+ASSETS = [stock_quotes_topic, kafka_quote_batch, raw_quote_object, raw_quote_table]
+ENVELOPE_FIELDS = [
+    "minute",
+    "topic",
+    "kafka_partition",
+    "kafka_offset",
+    "kafka_timestamp_ms",
+    "object_key",
+    "quote",
+]
+
+
+def make_resources(bootstrap: str, topic: str, tmp_path: Path, **overrides) -> dict:
+    resources = {
+        "kafka": KafkaResource(bootstrap_servers=bootstrap, topic=topic, ingest_group=f"ingest-{topic}"),
+        "object_store": LocalObjectStore(root=str(tmp_path / "lake")),
+        "warehouse": DuckDBWarehouse(path=str(tmp_path / "warehouse.duckdb")),
+    }
+    resources.update(overrides)
+    return resources
+
+
+def materialize(
+    resources: dict, partition_key: str, raise_on_error: bool = True
+) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        ASSETS, partition_key=partition_key, resources=resources, raise_on_error=raise_on_error
+    )
+
+
+def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
+    [event] = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == asset]
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def checks(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
+    return {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+
+
+def table_rows(db_path: Path, partition_key: str) -> list[tuple[int, int, str]]:
+    minute = minute_window(partition_key)[0].replace(tzinfo=None)
+    with duckdb.connect(str(db_path), read_only=True) as conn:
+        return conn.execute(
+            """select kafka_partition, kafka_offset, v::varchar from main.bronze_stock_quotes_raw
+               where minute = ? order by 1, 2""",
+            [minute],
+        ).fetchall()
+
+
+def gzip_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in gzip.decompress(path.read_bytes()).splitlines()]
+
+
+def test_minute_is_loaded_exactly_once_however_often_it_runs(kafka_broker, new_topic, tmp_path):
+    topic = new_topic(2)
+    key = closed_minute(30)
+    previous, following = closed_minute(31), closed_minute(29)
+    start_ms, end_ms = minute_window_ms(key)
+    produce(kafka_broker.bootstrap_servers, topic, valid_messages(previous, 3, seq_start=1000))
+    produce(
+        kafka_broker.bootstrap_servers,
+        topic,
+        [
+            (1, start_ms, encode_record(quote(1, start_ms))),  # first instant of the minute
+            *valid_messages(key, 40, seq_start=10),
+            (0, start_ms + 100, b"not json"),
+            (1, start_ms + 200, json.dumps({"symbol": "AAPL"}).encode()),
+            (0, end_ms - 1, encode_record(quote(2, end_ms - 1))),  # last instant of the minute
+        ],
+    )
+    produce(kafka_broker.bootstrap_servers, topic, [(0, end_ms, encode_record(quote(3, end_ms))),
+                                                    *valid_messages(following, 4, seq_start=2000)])  # fmt: skip
+    resources = make_resources(kafka_broker.bootstrap_servers, topic, tmp_path)
+
+    result = materialize(resources, key)
+
+    batch = metadata(result, "kafka_quote_batch")
+    # Partition 0: 2 of the previous minute, then 20 valid + 1 bad + 1 last-instant; partition 1: 1 of the
+    # previous minute, then 1 first-instant + 20 valid + 1 bad.
+    assert batch["offset_ranges"] == {key: {"0": [2, 24], "1": [1, 23]}}
+    assert batch["records"] == 44
+    assert batch["closed_by"] == "records"
+    obj = metadata(result, "raw_quote_object")
+    assert (obj["rows"], obj["dead_lettered_rows"]) == (42, 2)
+    assert obj["object_key"] == raw_object_key(topic, key)
+    assert obj["min_event_time"] == minute_window(key)[0].isoformat(timespec="milliseconds")
+    assert obj["max_event_time"].endswith(":59.999+00:00")
+    assert obj["bytes"] == (tmp_path / "lake" / raw_object_key(topic, key)).stat().st_size
+    assert metadata(result, "raw_quote_table")["rows"] == 42
+    assert checks(result) == {"no_dead_letters": False, "rows_match_raw_object": True}
+
+    lines = gzip_lines(tmp_path / "lake" / raw_object_key(topic, key))
+    assert len(lines) == 42
+    assert all(list(line) == ENVELOPE_FIELDS for line in lines)
+    assert {line["minute"] for line in lines} == {minute_window(key)[0].strftime("%Y-%m-%dT%H:%M:%SZ")}
+    assert all(start_ms <= line["kafka_timestamp_ms"] < end_ms for line in lines)
+    assert all(line["quote"]["fetched_at"] == line["kafka_timestamp_ms"] for line in lines)
+    dead = gzip_lines(tmp_path / "lake" / dead_letter_object_key(topic, key))
+    dead.sort(key=lambda d: d["kafka_partition"])
+    assert [(d["kafka_partition"], d["kafka_offset"], d["payload"]) for d in dead] == [
+        (0, 22, "not json"),
+        (1, 22, '{"symbol": "AAPL"}'),
+    ]
+    assert dead[0]["reason"].startswith("not JSON")
+    assert dead[1]["reason"].startswith("missing field(s): schema_version")
+
+    first = table_rows(tmp_path / "warehouse.duckdb", key)
+    assert len(first) == 42 and len({(p, o) for p, o, _ in first}) == 42
+    assert sorted(json.loads(v)["kafka_offset"] for _, _, v in first) == sorted(o for _, o, _ in first)
+
+    materialize(resources, key)
+    assert table_rows(tmp_path / "warehouse.duckdb", key) == first
+
+    store = resources["object_store"]
+    store.delete(raw_object_key(topic, key))
+    store.delete(batch_manifest_key(topic, key))
+    materialize(resources, key)
+    assert table_rows(tmp_path / "warehouse.duckdb", key) == first
+    assert len(gzip_lines(tmp_path / "lake" / raw_object_key(topic, key))) == 42
+
+    materialize(resources, previous)
+    assert len(table_rows(tmp_path / "warehouse.duckdb", previous)) == 3
+    assert len(table_rows(tmp_path / "warehouse.duckdb", key)) == 42
+
+
+def test_open_minute_is_refused_with_a_clear_message(kafka_broker, new_topic, tmp_path):
+    # Dagster only offers a minute once it has ended, so the open case it can launch is a minute that
+    # ended less than a grace period ago with a partition silent since; a long grace makes that certain.
+    topic = new_topic(1)
+    key = closed_minute(1)
+    start_ms, _ = minute_window_ms(key)
+    produce(kafka_broker.bootstrap_servers, topic, [(0, start_ms, encode_record(quote(1, start_ms)))])
+    resources = make_resources(kafka_broker.bootstrap_servers, topic, tmp_path)
+    resources["kafka"] = KafkaResource(
+        bootstrap_servers=kafka_broker.bootstrap_servers, topic=topic, grace_seconds=180
+    )
+
+    result = materialize(resources, key, raise_on_error=False)
+
+    assert not result.success
+    [failure] = result.get_step_failure_events()
+    assert failure.step_key == "kafka_quote_batch"
+    description = failure.step_failure_data.user_failure_data.description
+    assert description.startswith(
+        f"Refusing an open minute: minute {key} is not closed yet: partition(s) [0]"
+    )
+    assert not resources["object_store"].exists(batch_manifest_key(topic, key))
+    assert not resources["object_store"].exists(raw_object_key(topic, key))
+
+
+def test_minute_closes_by_records_past_its_end_or_by_the_grace_period(kafka_broker, new_topic):
+    topic = new_topic(2)
+    key = closed_minute(20)
+    start_ms, end_ms = minute_window_ms(key)
+    produce(kafka_broker.bootstrap_servers, topic, [*valid_messages(key, 4), (0, end_ms + 5, b"next minute")])
+    kafka = KafkaResource(bootstrap_servers=kafka_broker.bootstrap_servers, topic=topic, grace_seconds=10)
+
+    with pytest.raises(MinuteNotClosed, match=r"partition\(s\) \[1\] .* no record past its end"):
+        kafka.minute_batch(key, now_ms=end_ms + 9_000)
+    by_grace = kafka.minute_batch(key, now_ms=end_ms + 10_000)
+    assert (by_grace.closed_by, by_grace.ranges_text()) == ("grace", "0:0-2,1:0-2")
+    with pytest.raises(MinuteNotClosed, match="still open"):
+        kafka.minute_batch(key, now_ms=end_ms - 1)
+
+    produce(kafka_broker.bootstrap_servers, topic, [(1, end_ms + 7, b"next minute")])
+    by_records = kafka.minute_batch(key, now_ms=end_ms + 1)
+    assert (by_records.closed_by, by_records.ranges_text()) == ("records", "0:0-2,1:0-2")
+
+
+class BrokenWarehouse(Warehouse):
+    def load_minutes(self, topic, files):
+        raise RuntimeError("warehouse unavailable")
+
+
+def test_offsets_are_committed_only_after_the_load_and_never_rewound(kafka_broker, new_topic, tmp_path):
+    topic = new_topic(2)
+    earlier, key, later = closed_minute(12), closed_minute(11), closed_minute(10)
+    for minute, count in ((earlier, 2), (key, 6), (later, 2)):
+        produce(kafka_broker.bootstrap_servers, topic, valid_messages(minute, count))
+    resources = make_resources(kafka_broker.bootstrap_servers, topic, tmp_path)
+    kafka: KafkaResource = resources["kafka"]
+
+    failed = materialize({**resources, "warehouse": BrokenWarehouse()}, key, raise_on_error=False)
+    assert not failed.success
+    assert kafka.committed_offsets() == {0: None, 1: None}
+    assert [(lag.partition, lag.lag) for lag in kafka.consumer_lag()] == [(0, 5), (1, 5)]
+
+    result = materialize(resources, key)
+    assert metadata(result, "raw_quote_table")["committed_offsets"] == {"0": 4, "1": 4}
+    assert kafka.committed_offsets() == {0: 4, 1: 4}
+    assert [(lag.partition, lag.lag) for lag in kafka.consumer_lag()] == [(0, 1), (1, 1)]
+    later_start, _ = minute_window_ms(later)
+    assert kafka.first_pending_timestamps() == {0: later_start, 1: later_start + 29_500}
+
+    rerun_earlier = materialize(resources, earlier)
+    assert metadata(rerun_earlier, "raw_quote_table")["committed_offsets"] == {}
+    assert kafka.committed_offsets() == {0: 4, 1: 4}
+
+    materialize(resources, later)
+    assert kafka.committed_offsets() == {0: 5, 1: 5}
+    assert [lag.lag for lag in kafka.consumer_lag()] == [0, 0]
+    assert kafka.first_pending_timestamps() == {}
+
+
+def test_a_catch_up_run_loads_several_minutes_at_once(kafka_broker, new_topic, tmp_path):
+    topic = new_topic(1)
+    minutes = [closed_minute(m) for m in (43, 42, 41)]
+    for i, minute in enumerate(minutes):
+        produce(kafka_broker.bootstrap_servers, topic, valid_messages(minute, 5 + i, partitions=1))
+    resources = make_resources(kafka_broker.bootstrap_servers, topic, tmp_path)
+
+    result = dg.materialize(
+        ASSETS,
+        resources=resources,
+        tags={
+            "dagster/asset_partition_range_start": minutes[0],
+            "dagster/asset_partition_range_end": minutes[-1],
+        },
+    )
+
+    table = [
+        e
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.to_user_string() == "raw_quote_table"
+    ]
+    assert sorted(e.partition for e in table) == minutes
+    assert [len(table_rows(tmp_path / "warehouse.duckdb", m)) for m in minutes] == [5, 6, 7]
+    assert resources["kafka"].committed_offsets() == {0: 18}
+
+
+def test_s3_object_store_holds_the_minute_and_a_rerun_rebuilds_it(
+    kafka_broker, s3_server, new_topic, tmp_path
+):
+    topic = new_topic(2)
+    key = closed_minute(25)
+    produce(kafka_broker.bootstrap_servers, topic, valid_messages(key, 9))
+    store = S3ObjectStore(
+        endpoint=s3_server.endpoint,
+        access_key=s3_server.access_key,
+        secret_key=s3_server.secret_key,
+        bucket=f"raw-{uuid.uuid4().hex[:12]}",
+    )
+    resources = make_resources(kafka_broker.bootstrap_servers, topic, tmp_path, object_store=store)
+
+    result = materialize(resources, key)
+
+    object_key = raw_object_key(topic, key)
+    assert metadata(result, "raw_quote_object")["object_uri"] == f"s3://{store.bucket}/{object_key}"
+    assert store.metadata(object_key) == {
+        "topic": topic,
+        "minute": minute_window(key)[0].strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "kafka-offsets": "0:0-5,1:0-4",
+        "rows": "9",
+        "dead-lettered": "0",
+    }
+    assert len(gzip.decompress(store.get_bytes(object_key)).splitlines()) == 9
+    assert not store.exists(dead_letter_object_key(topic, key))
+    first = table_rows(tmp_path / "warehouse.duckdb", key)
+    assert len(first) == 9
+
+    store.delete(object_key)
+    assert not store.exists(object_key)
+    materialize(resources, key)
+    assert table_rows(tmp_path / "warehouse.duckdb", key) == first
+    assert store.exists(object_key)
+
+
+def test_a_minute_without_quotes_is_an_empty_success(kafka_broker, new_topic, tmp_path):
+    topic = new_topic(1)
+    before, empty, after = closed_minute(52), closed_minute(51), closed_minute(50)
+    produce(kafka_broker.bootstrap_servers, topic, valid_messages(before, 2, partitions=1))
+    produce(kafka_broker.bootstrap_servers, topic, valid_messages(after, 3, partitions=1))
+    resources = make_resources(kafka_broker.bootstrap_servers, topic, tmp_path)
+
+    result = materialize(resources, empty)
+
+    assert metadata(result, "kafka_quote_batch")["offset_ranges"] == {empty: {"0": [2, 2]}}
+    assert (metadata(result, "raw_quote_object")["rows"], metadata(result, "raw_quote_table")["rows"]) == (
+        0,
+        0,
+    )
+    assert gzip_lines(tmp_path / "lake" / raw_object_key(topic, empty)) == []
+    assert table_rows(tmp_path / "warehouse.duckdb", empty) == []
+    assert checks(result) == {"no_dead_letters": True, "rows_match_raw_object": True}
+    assert resources["kafka"].committed_offsets() == {0: 2}
+
+
+def test_parallel_read_workers_build_the_same_minute(kafka_broker, new_topic, tmp_path):
+    topic = new_topic(2)
+    key = closed_minute(45)
+    start_ms, _ = minute_window_ms(key)
+    produce(kafka_broker.bootstrap_servers, topic, valid_messages(key, 50))
+    produce(kafka_broker.bootstrap_servers, topic, [(p, start_ms + 59_000, b"{}") for p in (0, 1, 1)])
+    bootstrap = kafka_broker.bootstrap_servers
+
+    single = make_resources(bootstrap, topic, tmp_path / "single")
+    single["kafka"] = KafkaResource(bootstrap_servers=bootstrap, topic=topic, read_workers=1)
+    parallel = make_resources(bootstrap, topic, tmp_path / "parallel")
+    parallel["kafka"] = KafkaResource(
+        bootstrap_servers=bootstrap, topic=topic, read_workers=3, parallel_read_threshold=1
+    )
+    one, three = materialize(single, key), materialize(parallel, key)
+
+    for field in ("rows", "dead_lettered_rows", "offset_ranges", "min_event_time", "max_event_time"):
+        assert metadata(one, "raw_quote_object")[field] == metadata(three, "raw_quote_object")[field], field
+    assert (
+        metadata(three, "raw_quote_object")["rows"],
+        metadata(three, "raw_quote_object")["dead_lettered_rows"],
+    ) == (
+        50,
+        3,
+    )
+    assert table_rows(tmp_path / "single" / "warehouse.duckdb", key) == table_rows(
+        tmp_path / "parallel" / "warehouse.duckdb", key
+    )
+    raw_key, dead_key = raw_object_key(topic, key), dead_letter_object_key(topic, key)
+    for object_key in (raw_key, dead_key):
+        lines = [
+            sorted(map(json.dumps, gzip_lines(tmp_path / run / "lake" / object_key)))
+            for run in ("single", "parallel")
+        ]
+        assert lines[0] == lines[1]
+
+
+def test_a_missing_topic_or_broker_is_reported_clearly(kafka_broker, s3_server):
+    missing = KafkaResource(
+        bootstrap_servers=kafka_broker.bootstrap_servers, topic=f"absent-{uuid.uuid4().hex}"
+    )
+    with pytest.raises(KafkaUnavailable, match=r"topic 'absent-\w+' on 127\.0\.0\.1:\d+"):
+        missing.consumer_lag()
+    down = KafkaResource(bootstrap_servers="127.0.0.1:9", topic="stock-quotes", timeout_seconds=1)
+    with pytest.raises(KafkaUnavailable, match=r"Kafka at 127\.0\.0\.1:9 did not answer"):
+        down.minute_batch(closed_minute(5))
+
+    store = S3ObjectStore(
+        endpoint=s3_server.endpoint,
+        access_key=s3_server.access_key,
+        secret_key=s3_server.secret_key,
+        bucket=f"raw-{uuid.uuid4().hex[:12]}",
+    )
+    with pytest.raises(ObjectNotFound):
+        store.get_bytes("raw/none.ndjson.gz")
+    with pytest.raises(ObjectNotFound):
+        store.metadata("raw/none.ndjson.gz")
+    store.delete("raw/none.ndjson.gz")  # deleting a missing object is not an error

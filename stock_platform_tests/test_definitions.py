@@ -1,0 +1,45 @@
+"""The whole code location loads, and its asset graph reads Kafka → raw object → raw table → silver → gold."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import dagster as dg
+
+from stock_platform.definitions import defs
+from stock_platform.services.paths import PROJECT_ROOT
+
+LINEAGE = [
+    ("stock_quotes_topic", "kafka_quote_batch"),
+    ("kafka_quote_batch", "raw_quote_object"),
+    ("raw_quote_object", "raw_quote_table"),
+    ("raw_quote_table", "silver_quotes"),
+    ("silver_quotes", "gold_kpi"),
+    ("silver_quotes", "gold_candlestick"),
+    ("silver_quotes", "gold_treechart"),
+]
+
+
+def test_asset_graph_has_unbroken_lineage_from_kafka_to_gold():
+    graph = defs.resolve_asset_graph()
+    for upstream, downstream in LINEAGE:
+        parents = graph.get(dg.AssetKey(downstream)).parent_keys
+        assert dg.AssetKey(upstream) in parents, f"{downstream} should read {upstream}; it reads {parents}"
+
+
+def test_groups_are_layers():
+    graph = defs.resolve_asset_graph()
+    groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
+    assert groups["kafka_quote_batch"] == "ingestion"
+    assert groups["raw_quote_object"] == groups["raw_quote_table"] == "bronze"
+    assert groups["silver_quotes"] == "silver"
+    assert groups["gold_kpi"] == groups["gold_candlestick"] == groups["gold_treechart"] == "gold"
+
+
+def test_dagster_cli_validates_the_workspace():
+    result = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
