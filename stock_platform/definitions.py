@@ -3,6 +3,7 @@
 import dagster as dg
 
 from stock_platform.ingestion import definitions as ingestion
+from stock_platform.orchestration import definitions as orchestration
 from stock_platform.transform import definitions as transform
 
-defs = dg.Definitions.merge(ingestion.defs, transform.defs)
+defs = dg.Definitions.merge(ingestion.defs, transform.defs, orchestration.defs)

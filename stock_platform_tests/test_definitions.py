@@ -43,3 +43,15 @@ def test_dagster_cli_validates_the_workspace():
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+
+
+def test_the_lag_sensor_runs_the_minute_pipeline_job_by_default():
+    sensor = defs.resolve_sensor_def("kafka_lag_sensor")
+    assert sensor.job_name == "minute_pipeline_job"
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert sensor.minimum_interval_seconds == 10
+    job = defs.resolve_job_def("minute_pipeline_job")
+    assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == {
+        "kafka_quote_batch", "raw_quote_object", "raw_quote_table", "silver_quotes", "silver_rejected_quotes",
+        "gold_kpi", "gold_candlestick", "gold_treechart",
+    }  # fmt: skip

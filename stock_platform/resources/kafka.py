@@ -17,14 +17,14 @@ import hashlib
 import json
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import dagster as dg
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from pydantic import Field
 
 from stock_platform.partitions import minute_window_ms
@@ -35,6 +35,13 @@ __all__ = ["KafkaResource", "MinuteBatch", "OffsetRange", "PartitionLag"]
 # librdkafka's "no offset" sentinels: offsets_for_times answers OFFSET_END (-1) when no record is at
 # or after the timestamp; committed() answers OFFSET_INVALID (-1001) for a partition never committed.
 OFFSET_END = -1
+_COORDINATOR_ERRORS = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError._WAIT_COORD,
+}
+T = TypeVar("T")
 
 
 class KafkaUnavailable(RuntimeError):
@@ -146,6 +153,24 @@ def offset_ranges(
     return tuple(ranges)
 
 
+class EarlierRecordsPending(RuntimeError):
+    """Committing would skip records that no run has ingested yet; ``str(exc)`` names them."""
+
+
+def gaps_before(committed: Mapping[int, int | None], starts: Mapping[int, int]) -> dict[int, tuple[int, int]]:
+    """Per partition, the offsets [committed, start) that lie between the group's position and a batch.
+
+    A batch may be committed only when nothing lies before it: moving the group past such a gap would
+    mark records as ingested that no run loaded (a failed earlier minute, say). A group that never
+    committed has no gap (its first minute may start anywhere).
+    """
+    return {
+        p: (current, start)
+        for p, start in starts.items()
+        if (current := committed.get(p)) is not None and current < start
+    }
+
+
 def advancing_commits(committed: Mapping[int, int | None], targets: Mapping[int, int]) -> dict[int, int]:
     """The offsets to commit: only partitions whose target is ahead of what is committed (never rewind)."""
     plan = {}
@@ -154,6 +179,20 @@ def advancing_commits(committed: Mapping[int, int | None], targets: Mapping[int,
         if current is None or current < 0 or target > current:
             plan[p] = target
     return plan
+
+
+@dataclass(frozen=True)
+class TopicSnapshot:
+    """One look at the topic and the ingest group, for the lag sensor."""
+
+    lags: tuple[PartitionLag, ...]
+    first_pending_ms: int | None  # Kafka timestamp of the oldest record not yet ingested
+    current_minute_has_records: bool  # every partition has a record in the minute now running
+    records_recently: bool  # some partition has a record newer than the "recent" horizon
+
+    @property
+    def total_lag(self) -> int:
+        return sum(lag.lag for lag in self.lags)
 
 
 class KafkaResource(dg.ConfigurableResource):
@@ -281,19 +320,48 @@ class KafkaResource(dg.ConfigurableResource):
             with self.consumer() as owned:
                 return self.committed_offsets(owned)
         partitions = self.partitions(consumer)
-        answers = consumer.committed(
-            [TopicPartition(self.topic, p) for p in partitions], timeout=self.timeout_seconds
+        answers = self._coordinated(
+            lambda: consumer.committed(
+                [TopicPartition(self.topic, p) for p in partitions], timeout=self.timeout_seconds
+            )
         )
         return {tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in answers}
 
-    def commit_ends(self, ends: Mapping[int, int]) -> dict[int, int]:
+    def _coordinated(self, call: Callable[[], T]) -> T:
+        """Run a group-coordinator request, retrying while the coordinator is moving or loading.
+
+        A fresh cluster creates its offsets topic on the first group request, and a coordinator can
+        move between brokers; both answer with retriable errors for a few seconds.
+        """
+        deadline = time.monotonic() + self.timeout_seconds
+        while True:
+            try:
+                return call()
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                retriable = isinstance(error, KafkaError) and error.code() in _COORDINATOR_ERRORS
+                if not retriable or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def commit_ends(self, ends: Mapping[int, int], starts: Mapping[int, int] | None = None) -> dict[int, int]:
         """Move the ingest group to ``ends`` where that is forward; return what was committed.
+
+        With ``starts`` (the batch's first offsets), refuse with EarlierRecordsPending when the group's
+        position is behind them: the batch is durable, but records before it are not.
 
         Reading then committing is not atomic in Kafka, so concurrent runs on this host are serialized by
         a file lock, and what is read back after the commit is repaired if another writer rewound it.
         """
         with _host_lock(f"{self.bootstrap_servers}/{self.ingest_group}/{self.topic}"), self.consumer() as c:
             before = self.committed_offsets(c)
+            gaps = gaps_before(before, starts or {})
+            if gaps:
+                listed = ", ".join(f"partition {p} offsets {a}-{b}" for p, (a, b) in sorted(gaps.items()))
+                raise EarlierRecordsPending(
+                    f"records before this batch are not ingested yet ({listed}) on {self.topic!r}; the "
+                    f"group {self.ingest_group!r} stays where it is until the earlier minutes are loaded"
+                )
             plan = advancing_commits(before, ends)
             if plan:
                 self._commit(c, plan)
@@ -304,9 +372,11 @@ class KafkaResource(dg.ConfigurableResource):
             return plan
 
     def _commit(self, consumer: Consumer, offsets: Mapping[int, int]) -> None:
-        answers = consumer.commit(
-            offsets=[TopicPartition(self.topic, p, o) for p, o in sorted(offsets.items())],
-            asynchronous=False,
+        answers = self._coordinated(
+            lambda: consumer.commit(
+                offsets=[TopicPartition(self.topic, p, o) for p, o in sorted(offsets.items())],
+                asynchronous=False,
+            )
         )
         failed = [tp for tp in answers or [] if tp.error is not None]
         if failed:
@@ -320,25 +390,58 @@ class KafkaResource(dg.ConfigurableResource):
             committed = self.committed_offsets(consumer)
         return [PartitionLag(p, *watermarks[p], committed.get(p)) for p in partitions]
 
-    def first_pending_timestamps(self) -> dict[int, int]:
-        """Kafka timestamp (epoch ms) of the first record not yet ingested, per partition with lag.
-
-        The oldest of these is the first minute the lag sensor still has to run.
-        """
-        lags = [lag for lag in self.consumer_lag() if lag.lag > 0]
-        if not lags:
-            return {}
-        positions = {lag.partition: max(lag.committed or lag.low, lag.low) for lag in lags}
-        found: dict[int, int] = {}
+    def snapshot(self, now_ms: int, recent_ms: int) -> TopicSnapshot:
+        """What the lag sensor needs from one tick, read with one consumer (a handful of requests)."""
+        minute_start = now_ms - now_ms % 60_000
         with self.consumer() as consumer:
-            consumer.assign([TopicPartition(self.topic, p, o) for p, o in positions.items()])
+            partitions = self.partitions(consumer)
+            watermarks = self._watermarks(consumer, partitions)
+            committed = self.committed_offsets(consumer)
+            lags = [PartitionLag(p, *watermarks[p], committed.get(p)) for p in partitions]
+            positions = {lag.partition: max(lag.committed or lag.low, lag.low) for lag in lags if lag.lag > 0}
+            pending = self._first_timestamps(consumer, positions)
+            in_current = self._offsets_at(consumer, partitions, minute_start)
+            recent = self._offsets_at(consumer, partitions, now_ms - recent_ms)
+        return TopicSnapshot(
+            lags=tuple(lags),
+            first_pending_ms=min(pending.values()) if pending else None,
+            current_minute_has_records=all(o >= 0 for o in in_current.values()),
+            records_recently=any(o >= 0 for o in recent.values()),
+        )
+
+    def next_record_ms(self, at_or_after_ms: int) -> int | None:
+        """Kafka timestamp of the earliest record at or after ``at_or_after_ms`` on any partition."""
+        with self.consumer() as consumer:
+            offsets = self._offsets_at(consumer, self.partitions(consumer), at_or_after_ms)
+            found = self._first_timestamps(consumer, {p: o for p, o in offsets.items() if o >= 0})
+        return min(found.values()) if found else None
+
+    def _first_timestamps(self, consumer: Consumer, positions: Mapping[int, int]) -> dict[int, int]:
+        """Timestamp of the record at each partition's position (one message read per partition)."""
+        if not positions:
+            return {}
+        found: dict[int, int] = {}
+        consumer.assign([TopicPartition(self.topic, p, o) for p, o in positions.items()])
+        try:
             deadline = time.monotonic() + self.timeout_seconds
             while len(found) < len(positions) and time.monotonic() < deadline:
                 for message in consumer.consume(len(positions), timeout=0.5):
                     partition = cast(int, message.partition())
                     if message.error() is None and partition not in found:
                         found[partition] = message.timestamp()[1]
+        finally:
+            consumer.unassign()
         return found
+
+    def first_pending_timestamps(self) -> dict[int, int]:
+        """Kafka timestamp (epoch ms) of the first record not yet ingested, per partition with lag.
+
+        The oldest of these is the first minute the lag sensor still has to run.
+        """
+        lags = [lag for lag in self.consumer_lag() if lag.lag > 0]
+        positions = {lag.partition: max(lag.committed or lag.low, lag.low) for lag in lags}
+        with self.consumer() as consumer:
+            return self._first_timestamps(consumer, positions)
 
 
 @contextmanager
