@@ -19,14 +19,23 @@ from stock_platform.services.paths import PROJECT_ROOT, platform_home
 from stock_platform.services.process import MissingPrerequisite, ServiceFailed, port_open, spawn, stop_process
 
 DAGSTER_YAML = """\
-# Written by `stock-platform run`: a local SQLite instance.
+# Written by `stock-platform run`: a local instance (SQLite under this folder).
 telemetry:
   enabled: false
-run_queue:
-  max_concurrent_runs: 4
 concurrency:
+  runs:
+    max_concurrent_runs: 4
+    tag_concurrency_limits:
+      # Ingestion runs execute one at a time, in the order the lag sensor requested them.
+      - key: stock_platform/ingest
+        limit: 1
   pools:
+    # The warehouse_writes pool (raw table loads): one writer at a time.
     default_limit: 1
+retention:
+  sensor:
+    purge_after_days:
+      skipped: 1
 """
 
 

@@ -350,6 +350,9 @@ def test_dagster_yaml_uses_postgres_from_env_and_a_bounded_run_queue(tmp_path: P
         queue = instance.get_concurrency_config().run_queue_config
         assert queue is not None
         assert queue.max_concurrent_runs == 4
-        assert queue.tag_concurrency_limits == [{"key": "dagster/backfill", "limit": 2}]
+        assert queue.tag_concurrency_limits == [
+            {"key": "stock_platform/ingest", "limit": 1},
+            {"key": "dagster/backfill", "limit": 2},
+        ]
     finally:
         instance.dispose()
