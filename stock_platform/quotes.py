@@ -30,7 +30,14 @@ RECORD_FIELDS = (
 
 # Exchange tickers: letters, digits and the class/suffix separators Finnhub uses (BRK.B, RDS-A, 7203.T).
 SYMBOL_PATTERN = re.compile(r"^[A-Z0-9][A-Z0-9.\-:]{0,19}$")
+SOURCES = ("finnhub", "simulated", "replay")
+# An id, not free text: a lone UTF-16 surrogate escape ("\ud800") is valid JSON to Python but makes
+# DuckDB refuse the whole minute's file, and control characters have no business in an id.
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
 MAX_RECORD_BYTES = 4096
+# How far apart two clocks may be: fetched_at and the Kafka message timestamp (equal when the producer
+# sets it, a delivery latency apart on a LogAppendTime topic), and Finnhub's quote time and fetched_at.
+CLOCK_TOLERANCE_MS = 300_000
 
 
 class InvalidQuote(ValueError):
@@ -38,16 +45,24 @@ class InvalidQuote(ValueError):
 
 
 _RECORD_FIELD_SET = frozenset(RECORD_FIELDS)
-# JSON numbers decode to exactly int or float; checking the exact type also refuses bool (an int subclass).
-_NUMBER_TYPES = (int, float)
+_SOURCE_SET = frozenset(SOURCES)
+# JSON integers are unbounded in Python; past 64 bits the warehouse turns them into null (DuckDB BIGINT)
+# or infinity (DuckDB DOUBLE), so a price of 10**400 would reach silver as an infinite price.
+_INT_LIMIT = 2**63
 
 
 def _number(quote: Mapping[str, Any], field: str) -> float:
     value = quote[field]
-    if type(value) not in _NUMBER_TYPES:
-        raise InvalidQuote(f"field {field!r} must be a number, got {type(value).__name__}")
-    if value - value != 0:  # inf - inf and nan - nan are nan; cheaper than math.isfinite per field
-        raise InvalidQuote(f"field {field!r} is not finite: {value!r}")
+    # Exact types: JSON numbers decode to int or float, and this also refuses bool (an int subclass).
+    kind = type(value)
+    if kind is float:
+        if value - value != 0:  # inf - inf and nan - nan are nan; cheaper than math.isfinite per field
+            raise InvalidQuote(f"field {field!r} is not finite: {value!r}")
+    elif kind is int:
+        if not -_INT_LIMIT < value < _INT_LIMIT:
+            raise InvalidQuote(f"field {field!r} is an integer outside the 64-bit range")
+    else:
+        raise InvalidQuote(f"field {field!r} must be a number, got {kind.__name__}")
     return value
 
 
@@ -95,11 +110,21 @@ def validate_record(record: Mapping[str, Any]) -> None:
         raise InvalidQuote(f"symbol {symbol!r} is not a ticker (A-Z, 0-9, '.', '-', ':', at most 20)")
     validate_finnhub_quote(record)
     for f in ("fetched_at", "seq"):
-        if type(record[f]) is not int or record[f] < 0:
-            raise InvalidQuote(f"field {f!r} must be a non-negative integer, got {record[f]!r}")
-    for f in ("source", "producer_run_id"):
-        if type(record[f]) is not str or not record[f]:
-            raise InvalidQuote(f"field {f!r} must be a non-empty string")
+        value = record[f]
+        if type(value) is not int or not 0 <= value < _INT_LIMIT:
+            shown = repr(value) if type(value) is not int or value < _INT_LIMIT else "beyond 64 bits"
+            raise InvalidQuote(f"field {f!r} must be a non-negative integer, got {shown}")
+    # Finnhub's t is the last trade, so it may be days old (a weekend, a halted symbol, a replay) but
+    # never later than the fetch that returned it.
+    if record["t"] * 1000 > record["fetched_at"] + CLOCK_TOLERANCE_MS:
+        raise InvalidQuote(f"quote time 't' is more than {CLOCK_TOLERANCE_MS // 1000} s after fetched_at")
+    if record["source"] not in _SOURCE_SET:
+        raise InvalidQuote(f"field 'source' must be one of {', '.join(SOURCES)}")
+    run_id = record["producer_run_id"]
+    if type(run_id) is not str or not RUN_ID_PATTERN.match(run_id):
+        raise InvalidQuote(
+            "field 'producer_run_id' must be a non-empty string of A-Z, a-z, 0-9, '.', '_', '-' (at most 64)"
+        )
 
 
 def encode_record(record: Mapping[str, Any]) -> bytes:
@@ -123,7 +148,42 @@ def decode_record(value: bytes | None) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise InvalidQuote(f"not JSON: {exc.msg} at char {exc.pos}") from None
     validate_record(record)
+    if _has_duplicate_fields(value, text, record):
+        # Python keeps a repeated field's last value and DuckDB its first (Snowflake's COPY refuses them,
+        # ALLOW_DUPLICATE being false): the warehouse would not see the record that was validated.
+        raise InvalidQuote("duplicate field(s)")
     return record
+
+
+def decode_message(value: bytes | None, timestamp_ms: int) -> dict[str, Any]:
+    """decode_record for a consumed Kafka message: also refuses a ``fetched_at`` that disagrees with the
+    message timestamp, which is what assigns the record to its minute."""
+    record = decode_record(value)
+    skew = record["fetched_at"] - timestamp_ms
+    if skew > CLOCK_TOLERANCE_MS:
+        raise InvalidQuote(
+            f"fetched_at is more than {CLOCK_TOLERANCE_MS // 1000} s after the Kafka timestamp"
+        )
+    if skew < -CLOCK_TOLERANCE_MS:
+        raise InvalidQuote(
+            f"fetched_at is more than {CLOCK_TOLERANCE_MS // 1000} s before the Kafka timestamp"
+        )
+    return record
+
+
+def _has_duplicate_fields(value: bytes, text: str, record: Mapping[str, Any]) -> bool:
+    # Every field of a validated record is present, and each occurrence of a field in the text has its
+    # own colon; so a text with one colon per field holds none twice. Nor does one whose only other colons
+    # are the symbol's, when no escape can hide a colon. Only other texts pay for a parse of every pair.
+    colons = value.count(b":")
+    if colons == len(RECORD_FIELDS):
+        return False
+    if b"\\" not in value and colons == len(RECORD_FIELDS) + record["symbol"].count(":"):
+        return False
+    pairs: list[list[tuple[str, Any]]] = []
+    json.JSONDecoder(object_pairs_hook=pairs.append, parse_constant=_reject_constant).decode(text)
+    top = pairs[-1]  # the outermost object closes last
+    return len(top) != len({k for k, _ in top})
 
 
 def _reject_constant(name: str) -> float:

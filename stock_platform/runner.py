@@ -22,6 +22,12 @@ DAGSTER_YAML = """\
 # Written by `stock-platform run`: a local instance (SQLite under this folder).
 telemetry:
   enabled: false
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    # A closed minute's run should start within a second of being requested (default: every 5 s).
+    dequeue_interval_seconds: 1
 concurrency:
   runs:
     max_concurrent_runs: 4

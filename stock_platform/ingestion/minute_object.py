@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from stock_platform.quotes import InvalidQuote, decode_record, encode_record
+from stock_platform.quotes import InvalidQuote, decode_message, encode_record
 
 # Level 1 compresses quote JSON about 10x at ~1 GB/s on one core here; level 6 gains little more and
 # costs 2-3x the CPU, which matters for a minute of 1,000,000 quotes.
@@ -222,7 +222,7 @@ class ChunkEncoder:
                 span.last_offset = offset
                 span.records += 1
             try:
-                record = decode_record(value)
+                record = decode_message(value, timestamp)
             except InvalidQuote as exc:
                 rejected.append(dead_letter_line(self.minute_iso, self.topic, message, str(exc)))
                 stats.reasons[str(exc)] += 1
