@@ -38,6 +38,10 @@ def build_minute_partitions(start: dt.datetime) -> dg.TimeWindowPartitionsDefini
     )
 
 
+# A catch-up (after downtime) or a backfill runs up to an hour of minutes per run instead of one run per
+# minute; every partitioned asset uses the same policy so a run covers the same minutes end to end.
+CATCH_UP_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=60)
+
 minute_partitions = build_minute_partitions(partitions_start(dt.datetime.now(dt.UTC).date()))
 
 

@@ -8,11 +8,13 @@ the lag sensor turns each closed minute into a run. Ctrl-C stops what it started
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from stock_platform.services import manage
 from stock_platform.services.paths import PROJECT_ROOT, platform_home
@@ -38,6 +40,10 @@ concurrency:
   pools:
     # The warehouse_writes pool (raw table loads): one writer at a time.
     default_limit: 1
+# A run worker that dies (kill -9, out of memory) is marked failed, so the lag sensor retries its minutes.
+run_monitoring:
+  enabled: true
+  poll_interval_seconds: 30
 retention:
   sensor:
     purge_after_days:
@@ -58,56 +64,151 @@ def platform_env(home: Path, kafka_settings: dict[str, str]) -> dict[str, str]:
 
 
 def prepare_dagster_home(dagster_home: Path) -> None:
+    """Write the instance config (one a user edited, without our header line, is left alone) and create
+    the instance's SQLite tables.
+
+    The tables must exist before the webserver, daemon and code server start: when they all create them
+    at once, their schema migrations race and leave the instance unusable.
+    """
+    import dagster as dg
+
     dagster_home.mkdir(parents=True, exist_ok=True)
     config = dagster_home / "dagster.yaml"
-    if not config.exists():
+    if not config.exists() or config.read_text().startswith(DAGSTER_YAML.splitlines()[0]):
         config.write_text(DAGSTER_YAML)
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        instance.get_runs(limit=1)
+        instance.all_instigator_state()
+        instance.get_latest_materialization_event(dg.AssetKey("stock_quotes_topic"))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=3000, help="Dagster UI port on 127.0.0.1")
     parser.add_argument("--kafka-port", type=int, default=9092)
+    parser.add_argument(
+        "--minutes",
+        type=int,
+        default=0,
+        help="stop once this many closed minutes have reached gold, and print gold_kpi (default: run until Ctrl-C)",
+    )
     parser.add_argument("--no-producer", action="store_true", help="do not start the quote producer")
     parser.add_argument("--symbols", type=int, default=20, help="simulated feed: number of symbols")
     parser.add_argument("--rate", type=float, default=20.0, help="simulated feed: quotes per second in all")
 
 
+def producer_command(env: dict[str, str], args: argparse.Namespace) -> list[str]:
+    command = [sys.executable, "-m", "stock_platform.cli", "produce"]
+    if not env.get("FINNHUB_API_KEY"):
+        command += ["--source", "simulated", "--symbol-count", str(args.symbols), "--rate", str(args.rate)]
+    return command
+
+
+def minutes_in_gold(instance: Any, since: float) -> int:
+    """Closed minutes whose minute_pipeline_job run succeeded after ``since`` (a range run counts each)."""
+    import dagster as dg
+
+    from stock_platform.orchestration.planning import minutes_between
+
+    count = 0
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(
+            job_name="minute_pipeline_job",
+            statuses=[dg.DagsterRunStatus.SUCCESS],
+            created_after=dt.datetime.fromtimestamp(since, dt.UTC),
+        )
+    )
+    for run in runs:
+        first = run.tags.get("dagster/partition") or run.tags.get("dagster/asset_partition_range_start")
+        last = run.tags.get("dagster/partition") or run.tags.get("dagster/asset_partition_range_end")
+        if first and last:
+            count += minutes_between(first, last)
+    return count
+
+
+def runs_in_flight(instance: Any) -> int:
+    import dagster as dg
+
+    in_flight = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+    return len(instance.get_run_ids(filters=dg.RunsFilter(statuses=in_flight)))
+
+
+def print_gold_kpi(duckdb_path: str) -> None:
+    import duckdb
+
+    with duckdb.connect(duckdb_path, read_only=True) as conn:
+        rows = conn.execute(
+            "select symbol, price, change, change_pct, day_high, day_low, as_of from gold.gold_kpi order by symbol"
+        ).fetchall()
+    print(f"\ngold_kpi ({len(rows)} symbols, from {duckdb_path}):")
+    print(
+        f"{'symbol':<8} {'price':>10} {'change':>9} {'change%':>8} {'day high':>10} {'day low':>10}  as of (UTC)"
+    )
+    for symbol, price, change, pct, high, low, as_of in rows:
+        print(f"{symbol:<8} {price:>10.2f} {change:>9.2f} {pct:>8.2f} {high:>10.2f} {low:>10.2f}  {as_of}")
+
+
+class Platform:
+    """The processes of one local run, stopped in reverse order of start."""
+
+    def __init__(self, logs: Path, env: dict[str, str]) -> None:
+        self.logs = logs
+        self.env = env
+        self.children: dict[str, int] = {}
+
+    def start(self, name: str, command: list[str]) -> None:
+        self.children[name] = spawn(command, self.logs / f"{name}.log", env=self.env, cwd=PROJECT_ROOT).pid
+
+    def exited(self) -> str | None:
+        for name, pid in self.children.items():
+            finished, status = os.waitpid(pid, os.WNOHANG)
+            if finished:
+                return f"{name} exited with status {status}; see {self.logs / (name + '.log')}"
+        return None
+
+    def stop(self, name: str) -> None:
+        pid = self.children.pop(name, None)
+        if pid is not None:
+            stop_process(pid)
+            print(f"stopped {name}")
+
+    def stop_all(self) -> None:
+        for name in reversed(list(self.children)):
+            self.stop(name)
+
+
 def run(args: argparse.Namespace) -> int:
+    import dagster as dg
+
     home = platform_home()
+    kafka_was_running = manage.running(home, "kafka") is not None
     services_args = argparse.Namespace(kafka_port=args.kafka_port, s3_port=7070, fakesnow_port=8085)
+    if port_open("127.0.0.1", args.port):
+        print(f"error: port {args.port} on 127.0.0.1 is in use; pass --port", file=sys.stderr)
+        return 1
     try:
         kafka_settings = manage.up(["kafka"], services_args, home)["kafka"]
     except (MissingPrerequisite, ServiceFailed) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    if port_open("127.0.0.1", args.port):
-        print(f"error: port {args.port} on 127.0.0.1 is in use; pass --port", file=sys.stderr)
-        return 1
     env = platform_env(home, kafka_settings)
     prepare_dagster_home(Path(env["DAGSTER_HOME"]))
-    logs = home / "logs"
-    children: list[tuple[str, int]] = []
+    # This process reads the same instance to follow the runs.
+    os.environ["DAGSTER_HOME"] = env["DAGSTER_HOME"]
+    platform = Platform(home / "logs", env)
     if not args.no_producer:
-        producer = [sys.executable, "-m", "stock_platform.cli", "produce"]
-        if not env.get("FINNHUB_API_KEY"):
-            producer += [
-                "--source",
-                "simulated",
-                "--symbol-count",
-                str(args.symbols),
-                "--rate",
-                str(args.rate),
-            ]
-        children.append(("producer", spawn(producer, logs / "producer.log", env=env, cwd=PROJECT_ROOT).pid))
-    dagster = [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
-               "-h", "127.0.0.1", "-p", str(args.port)]  # fmt: skip
-    children.append(("dagster", spawn(dagster, logs / "dagster.log", env=env, cwd=PROJECT_ROOT).pid))
-
-    print(f"Dagster UI:      http://127.0.0.1:{args.port}  (log: {logs / 'dagster.log'})")
+        platform.start("producer", producer_command(env, args))
+    platform.start("dagster", [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
+                               "-h", "127.0.0.1", "-p", str(args.port)])  # fmt: skip
+    started = time.time()
+    print(f"Dagster UI:      http://127.0.0.1:{args.port}  (log: {home / 'logs' / 'dagster.log'})")
     print(f"Kafka:           {kafka_settings['KAFKA_BOOTSTRAP_SERVERS']}")
     print(f"Warehouse file:  {env['DUCKDB_PATH']}")
     print(f"Raw objects:     {env['LAKE_DIR']}")
-    print("Ctrl-C stops the producer and Dagster; `stock-platform services down` stops Kafka.")
+    if args.minutes:
+        print(f"Stopping once {args.minutes} closed minute(s) reach gold; Ctrl-C stops earlier.")
+    else:
+        print("Ctrl-C stops everything.")
+
     stopping = False
 
     def _stop(signum: int, _frame: object) -> None:
@@ -117,18 +218,34 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
     try:
-        while not stopping:
-            for name, pid in children:
-                finished, status = os.waitpid(pid, os.WNOHANG)
-                if finished:
-                    print(
-                        f"error: {name} exited with status {status}; see {logs / (name + '.log')}",
-                        file=sys.stderr,
-                    )
+        with dg.DagsterInstance.get() as instance:
+            reached = 0
+            while not stopping:
+                problem = platform.exited()
+                if problem is not None:
+                    print(f"error: {problem}", file=sys.stderr)
                     return 1
-            time.sleep(0.5)
+                if args.minutes:
+                    now_reached = minutes_in_gold(instance, started)
+                    if now_reached != reached:
+                        reached = now_reached
+                        print(f"{reached} closed minute(s) in gold after {time.time() - started:.0f} s")
+                    if reached >= args.minutes:
+                        break
+                time.sleep(2)
+            if args.minutes and not stopping:
+                # Let the runs already started finish, so the warehouse file is free to read.
+                platform.stop("producer")
+                deadline = time.time() + 120
+                while runs_in_flight(instance) and time.time() < deadline:
+                    time.sleep(1)
     finally:
-        for name, pid in reversed(children):
-            stop_process(pid)
-            print(f"stopped {name}")
+        platform.stop_all()
+        if not kafka_was_running:
+            manage.down(["kafka"], home)
+    if args.minutes and not stopping:
+        if env.get("WAREHOUSE", "duckdb") == "duckdb":
+            print_gold_kpi(env["DUCKDB_PATH"])
+        else:
+            print("gold_kpi is in the warehouse configured by WAREHOUSE; query it there.")
     return 0

@@ -6,7 +6,8 @@ minutes and a Snowflake cadence of N minutes per load use the same code as the p
 
 import datetime as dt
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +25,34 @@ from stock_platform.ingestion.object_keys import (
     minute_iso,
     raw_object_key,
 )
-from stock_platform.partitions import minute_partitions
-from stock_platform.resources.kafka import KafkaResource, KafkaUnavailable, MinuteBatch, MinuteNotClosed
+from stock_platform.partitions import CATCH_UP_POLICY, minute_partitions
+from stock_platform.resources.kafka import (
+    EarlierRecordsPending,
+    KafkaResource,
+    KafkaUnavailable,
+    MinuteBatch,
+    MinuteNotClosed,
+    RecordsDeleted,
+)
 from stock_platform.resources.kafka_reader import split_ranges
-from stock_platform.resources.object_store import ObjectNotFound, ObjectStore
+from stock_platform.resources.object_store import ObjectNotFound, ObjectStore, ObjectStoreUnavailable
 from stock_platform.resources.warehouse import MinuteFile, Warehouse
 
-# Catch-up after downtime: a backfill runs up to an hour of minutes per run instead of one run each.
-CATCH_UP_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=60)
+# Every step is safe to repeat (same ranges, same object key, the minute replaced in one transaction,
+# commits only forward), so a transient fault is retried rather than failing the minute. Dagster waits
+# (2^n - 1) x delay ± delay before retry n, the jitter keeping runs that failed together apart:
+# - Kafka steps: 2, 6, 14, 30 s (±2), riding out a broker restart or leader move of about a minute
+#   (each attempt itself gives up after KafkaResource.timeout_seconds without progress);
+# - the warehouse step: 1, 3, 7 s (±1), for a write that fails once (a lock held past
+#   lock_wait_seconds, a dropped Snowflake connection, an offset commit failing after the load).
+# Failures that a retry cannot fix (an open minute, a missing upstream object, an object store that
+# stayed down for its whole retry window) are raised with allow_retries=False.
+KAFKA_RETRY = dg.RetryPolicy(
+    max_retries=4, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
+WAREHOUSE_RETRY = dg.RetryPolicy(
+    max_retries=3, delay=1, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
 
 stock_quotes_topic = dg.AssetSpec(
     key="stock_quotes_topic",
@@ -61,6 +82,16 @@ def _iso(epoch_ms: int | None) -> str | None:
     return dt.datetime.fromtimestamp(epoch_ms / 1000, tz=dt.UTC).isoformat(timespec="milliseconds")
 
 
+@contextmanager
+def _object_store_outage_fails_the_step() -> Iterator[None]:
+    try:
+        yield
+    except ObjectStoreUnavailable as exc:
+        # The store already retried with backoff for its whole window (retry_seconds); repeating the
+        # step would only repeat that wait.
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+
+
 def _ranges_metadata(batches: list[MinuteBatch]) -> dict[str, Any]:
     return {b.partition_key: {str(r.partition): [r.start, r.end] for r in b.ranges} for b in batches}
 
@@ -81,6 +112,7 @@ def parse_ranges(text: str) -> dict[int, tuple[int, int]]:
     group_name="ingestion",
     kinds={"kafka"},
     backfill_policy=CATCH_UP_POLICY,
+    retry_policy=KAFKA_RETRY,
 )
 def kafka_quote_batch(
     context: dg.AssetExecutionContext, kafka: KafkaResource, object_store: ObjectStore
@@ -95,9 +127,12 @@ def kafka_quote_batch(
             batch = kafka.minute_batch(key)
         except MinuteNotClosed as exc:
             raise dg.Failure(description=f"Refusing an open minute: {exc}", allow_retries=False) from exc
+        except RecordsDeleted as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from exc
         except KafkaUnavailable as exc:
             raise dg.Failure(description=str(exc)) from exc
-        object_store.put_bytes(batch_manifest_key(kafka.topic, key), batch.to_json())
+        with _object_store_outage_fails_the_step():
+            object_store.put_bytes(batch_manifest_key(kafka.topic, key), batch.to_json())
         batches.append(batch)
         context.log.info(f"minute {key}: {batch.record_count} records at {batch.ranges_text()}")
     return dg.MaterializeResult(
@@ -136,10 +171,12 @@ def _write_minute(
 
 def load_batch(object_store: ObjectStore, topic: str, partition_key: str) -> MinuteBatch:
     try:
-        return MinuteBatch.from_json(object_store.get_bytes(batch_manifest_key(topic, partition_key)))
+        with _object_store_outage_fails_the_step():
+            return MinuteBatch.from_json(object_store.get_bytes(batch_manifest_key(topic, partition_key)))
     except ObjectNotFound as exc:
         raise dg.Failure(
-            description=f"No Kafka batch for minute {partition_key}: materialize kafka_quote_batch first ({exc})"
+            description=f"No Kafka batch for minute {partition_key}: materialize kafka_quote_batch first ({exc})",
+            allow_retries=False,
         ) from exc
 
 
@@ -149,6 +186,7 @@ def load_batch(object_store: ObjectStore, topic: str, partition_key: str) -> Min
     group_name="bronze",
     kinds={"kafka", "s3"},
     backfill_policy=CATCH_UP_POLICY,
+    retry_policy=KAFKA_RETRY,
     check_specs=[NO_DEAD_LETTERS],
 )
 def raw_quote_object(
@@ -180,11 +218,17 @@ def raw_quote_object(
             "rows": str(stats.rows),
             "dead-lettered": str(stats.dead_lettered),
         }
-        size = object_store.put_file(object_key, raw_path, object_metadata)
-        if stats.dead_lettered:
-            object_store.put_file(dead_key, dead_path, object_metadata)
-        else:
-            object_store.delete(dead_key)  # a stale one from an earlier run of the minute
+        try:
+            with _object_store_outage_fails_the_step():
+                size = object_store.put_file(object_key, raw_path, object_metadata)
+                if stats.dead_lettered:
+                    object_store.put_file(dead_key, dead_path, object_metadata)
+                else:
+                    object_store.delete(dead_key)  # a stale one from an earlier run of the minute
+        finally:
+            # put_file consumes a published file; one left after a failed publish is garbage.
+            raw_path.unlink(missing_ok=True)
+            dead_path.unlink(missing_ok=True)
         totals["publish_s"] += time.perf_counter() - published
         totals["rows"] += stats.rows
         totals["dead"] += stats.dead_lettered
@@ -238,6 +282,7 @@ def raw_quote_object(
     kinds={"duckdb", "snowflake"},
     backfill_policy=CATCH_UP_POLICY,
     pool="warehouse_writes",
+    retry_policy=WAREHOUSE_RETRY,
     check_specs=[ROWS_MATCH_OBJECT],
 )
 def raw_quote_table(
@@ -249,8 +294,9 @@ def raw_quote_table(
     offsets move to the minute's end (never backwards)."""
     started = time.perf_counter()
     expected: dict[str, int] = {}
+    starts: dict[int, int] = {}
     ends: dict[int, int] = {}
-    with ExitStack() as stack:
+    with _object_store_outage_fails_the_step(), ExitStack() as stack:
         files = []
         for key in context.partition_keys:
             object_key = raw_object_key(kafka.topic, key)
@@ -259,17 +305,27 @@ def raw_quote_table(
                 path = stack.enter_context(object_store.local_file(object_key))
             except ObjectNotFound as exc:
                 raise dg.Failure(
-                    description=f"No raw object for minute {key}: materialize raw_quote_object first ({exc})"
+                    description=f"No raw object for minute {key}: materialize raw_quote_object first ({exc})",
+                    allow_retries=False,
                 ) from exc
             expected[key] = int(object_metadata["rows"])
-            for p, (_, end) in parse_ranges(object_metadata["kafka-offsets"]).items():
+            for p, (start, end) in parse_ranges(object_metadata["kafka-offsets"]).items():
+                starts[p] = min(start, starts.get(p, start))
                 ends[p] = max(end, ends.get(p, end))
             files.append(MinuteFile(key, object_key, path))
         fetched = time.perf_counter()
         loaded = warehouse.load_minutes(kafka.topic, files)
     load_s = time.perf_counter() - fetched
-    # Only now is the minute durable in both the object store and the warehouse.
-    committed = kafka.commit_ends(ends)
+    # Only now is the minute durable in both the object store and the warehouse; the group moves only
+    # when nothing before this batch is still missing (an earlier minute whose run failed).
+    try:
+        committed = kafka.commit_ends(ends, starts)
+    except EarlierRecordsPending as exc:
+        raise dg.Failure(
+            description=f"The minute(s) are loaded but their offsets were not committed: {exc}. "
+            "kafka_lag_sensor re-requests the earliest pending minute; or materialize it yourself.",
+            allow_retries=False,
+        ) from exc
     mismatched = {
         k: {"table": loaded.get(k, 0), "object": n} for k, n in expected.items() if loaded.get(k) != n
     }

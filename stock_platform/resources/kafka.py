@@ -48,6 +48,10 @@ class KafkaUnavailable(RuntimeError):
     """The broker or the topic cannot be reached; the message says which and where."""
 
 
+class RecordsDeleted(KafkaUnavailable):
+    """Retention deleted records of the minute; retrying cannot bring them back."""
+
+
 class MinuteNotClosed(RuntimeError):
     """The minute may still receive records; ``str(exc)`` says why and when it closes."""
 
@@ -284,7 +288,7 @@ class KafkaResource(dg.ConfigurableResource):
         for r in ranges:
             low = watermarks[r.partition][0]
             if r.count and r.start < low:
-                raise KafkaUnavailable(
+                raise RecordsDeleted(
                     f"{self.topic}[{r.partition}] offsets {r.start}-{low} of minute {partition_key} were "
                     "deleted by retention; the minute can no longer be read in full"
                 )

@@ -5,6 +5,11 @@ lake) never sees half a minute: the local store renames a finished file into pla
 within a filesystem) and S3 makes an object visible only when its single PUT or its multipart upload
 completes. User metadata (topic, offset ranges, row count) travels with the object: S3 user metadata,
 or a ``.meta.json`` sidecar beside a local file, itself renamed into place before the object.
+
+The S3 store rides out an outage of the server (a restart, a network blip, 5xx answers) by retrying
+each call with exponential backoff for up to ``retry_seconds``; past that it raises
+ObjectStoreUnavailable, whose message names the endpoint, the attempts and the last error. Every call
+is safe to repeat: a PUT replaces the same key whole, a GET or a delete has no side effect.
 """
 
 from __future__ import annotations
@@ -12,17 +17,24 @@ from __future__ import annotations
 import io
 import json
 import os
+import random
 import shutil
 import tempfile
+import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
+import certifi
 import dagster as dg
+import urllib3
 from minio import Minio
-from minio.error import S3Error
+from minio.error import S3Error, ServerError
 from pydantic import Field, PrivateAttr
+
+T = TypeVar("T")
 
 NDJSON_GZIP = "application/x-ndjson"
 _META_SUFFIX = ".meta.json"
@@ -31,6 +43,88 @@ _MISSING_CODES = {"NoSuchKey", "NoSuchObject", "NoSuchBucket"}
 
 class ObjectNotFound(FileNotFoundError):
     pass
+
+
+class ObjectStoreUnavailable(RuntimeError):
+    """The object store did not answer (or answered 5xx) for the whole retry window."""
+
+
+# S3 error codes that mean "try again": the server is overloaded or failed internally, not the request.
+_TRANSIENT_CODES = {
+    "InternalError",
+    "ServiceUnavailable",
+    "SlowDown",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether an S3 call that raised ``exc`` may succeed if repeated unchanged."""
+    if isinstance(exc, S3Error):
+        return exc.code in _TRANSIENT_CODES or exc.response.status >= 500
+    if isinstance(exc, ServerError):  # a 5xx answer without an S3 error document
+        return True
+    # urllib3's errors cover refused connections, resets, timeouts and exhausted retries.
+    return isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError))
+
+
+def backoff_delay(
+    attempt: int, base_s: float, cap_s: float, rng: Callable[[], float] = random.random
+) -> float:
+    """Seconds to wait after failed attempt ``attempt`` (1, 2, ...): exponential up to ``cap_s``, with
+    "equal jitter" (half fixed, half random) so several runs waiting on one server do not retry in step."""
+    ceiling = min(cap_s, base_s * 2 ** (attempt - 1))
+    return ceiling / 2 + rng() * ceiling / 2
+
+
+def describe_error(exc: BaseException) -> str:
+    """The useful part of an error: urllib3 wraps the cause (refused, reset, timed out) in MaxRetryError."""
+    if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None:
+        exc = exc.reason
+    text = str(exc)
+    if isinstance(exc, urllib3.exceptions.NewConnectionError) and ": " in text:
+        text = text.split(": ", 1)[1]  # drop the "<HTTPConnection object at 0x...>" prefix
+    return f"{type(exc).__name__}: {text}"
+
+
+def call_with_retries(
+    call: Callable[[], T],
+    *,
+    target: str,
+    hint: str,
+    retry_seconds: float,
+    base_s: float,
+    cap_s: float,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    log: Callable[[str], None] | None = None,
+) -> T:
+    """Run ``call``; on a transient error wait with backoff and repeat, for up to ``retry_seconds``.
+
+    Any other error is raised at once. When the window is spent, ObjectStoreUnavailable says what was
+    tried for how long, the last error, and ``hint`` (what to check).
+    """
+    started = clock()
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return call()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            elapsed = clock() - started
+            left = retry_seconds - elapsed
+            if left <= 0:
+                raise ObjectStoreUnavailable(
+                    f"{target} unreachable after {attempt} attempt(s) over {elapsed:.1f} s: "
+                    f"{describe_error(exc)}; {hint}"
+                ) from exc
+            delay = min(backoff_delay(attempt, base_s, cap_s), left)
+            if log is not None:
+                log(f"{target} failed (attempt {attempt}): {describe_error(exc)}; retrying in {delay:.1f} s")
+            sleep(delay)
 
 
 class ObjectStore(dg.ConfigurableResource):
@@ -172,25 +266,70 @@ class S3ObjectStore(ObjectStore):
     create_bucket: bool = Field(
         default=True, description="Create the bucket if missing (turn off where the role may not)."
     )
+    retry_seconds: float = Field(
+        default=60.0,
+        description=(
+            "How long each call keeps retrying while the server is unreachable or answers 5xx; "
+            "past it the step fails with ObjectStoreUnavailable. 0 = a single attempt."
+        ),
+    )
+    retry_backoff_seconds: float = Field(default=0.5, description="First wait between attempts; doubles.")
+    retry_backoff_max_seconds: float = Field(default=8.0, description="Longest wait between attempts.")
+    connect_timeout_seconds: float = Field(default=5.0, description="Per TCP connect to the server.")
+    read_timeout_seconds: float = Field(
+        default=120.0, description="Per socket read (a silent server counts as unreachable after it)."
+    )
 
     _client: Minio | None = PrivateAttr(default=None)
 
+    def _http(self) -> urllib3.PoolManager:
+        # minio's own pool retries 5 times with short backoff and waits up to 5 minutes per connect or
+        # read; here one layer (call_with_retries) owns the retry timing, so the pool only repeats a
+        # read once (a keep-alive connection the server closed during a restart).
+        return urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=self.connect_timeout_seconds, read=self.read_timeout_seconds),
+            maxsize=10,
+            # As minio's own pool: verify TLS against SSL_CERT_FILE or certifi's bundle.
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+            retries=urllib3.Retry(total=1, connect=0, status=0, other=0, backoff_factor=0),
+        )
+
+    def _retrying(self, call: Callable[[], T]) -> T:
+        return call_with_retries(
+            call,
+            target=f"S3 at {self.endpoint}",
+            hint="check S3_ENDPOINT and that the server runs",
+            retry_seconds=self.retry_seconds,
+            base_s=self.retry_backoff_seconds,
+            cap_s=self.retry_backoff_max_seconds,
+            log=dg.get_dagster_logger().warning,
+        )
+
     def client(self) -> Minio:
         if self._client is None:
-            self._client = Minio(
+            client = Minio(
                 self.endpoint,
                 access_key=self.access_key,
                 secret_key=self.secret_key,
                 secure=self.secure,
                 region=self.region,
+                http_client=self._http(),
             )
-            if self.create_bucket and not self._client.bucket_exists(self.bucket):
-                try:
-                    self._client.make_bucket(self.bucket)
-                except S3Error as exc:
-                    if exc.code not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
-                        raise
+            if self.create_bucket:
+                self._retrying(lambda: self._ensure_bucket(client))
+            # Kept only once the bucket is known to exist, so a failed first call checks it again.
+            self._client = client
         return self._client
+
+    def _ensure_bucket(self, client: Minio) -> None:
+        if client.bucket_exists(self.bucket):
+            return
+        try:
+            client.make_bucket(self.bucket)
+        except S3Error as exc:
+            if exc.code not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+                raise
 
     @staticmethod
     def _user_metadata(metadata: Mapping[str, str] | None) -> dict[str, str | list[str] | tuple[str]]:
@@ -198,56 +337,79 @@ class S3ObjectStore(ObjectStore):
 
     def put_file(self, key: str, path: Path, metadata: Mapping[str, str] | None = None) -> int:
         size = path.stat().st_size
-        # A single PUT below the part size, a multipart upload above; both become visible only whole.
-        self.client().fput_object(
-            self.bucket, key, str(path), content_type=NDJSON_GZIP, metadata=self._user_metadata(metadata)
+        client = self.client()
+        # A single PUT below the part size, a multipart upload above; both become visible only whole,
+        # so a retry after a failed attempt replaces nothing partial (an abandoned multipart upload stays
+        # invisible until the bucket's lifecycle rule aborts it).
+        self._retrying(
+            lambda: client.fput_object(
+                self.bucket, key, str(path), content_type=NDJSON_GZIP, metadata=self._user_metadata(metadata)
+            )
         )
         path.unlink()
         return size
 
     def put_bytes(self, key: str, data: bytes, metadata: Mapping[str, str] | None = None) -> int:
-        self.client().put_object(
-            self.bucket,
-            key,
-            io.BytesIO(data),
-            len(data),
-            content_type="application/json",
-            metadata=self._user_metadata(metadata),
+        client = self.client()
+        self._retrying(
+            lambda: client.put_object(
+                self.bucket,
+                key,
+                io.BytesIO(data),  # a fresh stream per attempt
+                len(data),
+                content_type="application/json",
+                metadata=self._user_metadata(metadata),
+            )
         )
         return len(data)
 
     def get_bytes(self, key: str) -> bytes:
-        try:
-            response = self.client().get_object(self.bucket, key)
-        except S3Error as exc:
-            if exc.code in _MISSING_CODES:
-                raise ObjectNotFound(self.uri(key)) from None
-            raise
-        try:
-            return response.read()
-        finally:
-            response.close()
-            response.release_conn()
+        client = self.client()
+
+        def get() -> bytes:
+            try:
+                response = client.get_object(self.bucket, key)
+            except S3Error as exc:
+                if exc.code in _MISSING_CODES:
+                    raise ObjectNotFound(self.uri(key)) from None
+                raise
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
+
+        return self._retrying(get)
 
     @contextmanager
     def local_file(self, key: str) -> Iterator[Path]:
         with tempfile.TemporaryDirectory(dir=self.staging_dir()) as folder:
             path = Path(folder) / key.rsplit("/", 1)[-1]
+            client = self.client()
+
+            def download() -> None:
+                try:
+                    client.fget_object(self.bucket, key, str(path))
+                except S3Error as exc:
+                    if exc.code in _MISSING_CODES:
+                        raise ObjectNotFound(self.uri(key)) from None
+                    raise
+
+            self._retrying(download)
+            yield path
+
+    def metadata(self, key: str) -> dict[str, str]:
+        client = self.client()
+
+        def stat_object():
             try:
-                self.client().fget_object(self.bucket, key, str(path))
+                return client.stat_object(self.bucket, key)
             except S3Error as exc:
                 if exc.code in _MISSING_CODES:
                     raise ObjectNotFound(self.uri(key)) from None
                 raise
-            yield path
 
-    def metadata(self, key: str) -> dict[str, str]:
-        try:
-            stat = self.client().stat_object(self.bucket, key)
-        except S3Error as exc:
-            if exc.code in _MISSING_CODES:
-                raise ObjectNotFound(self.uri(key)) from None
-            raise
+        stat = self._retrying(stat_object)
         prefix = "x-amz-meta-"
         return {
             k.lower()[len(prefix) :]: v
@@ -256,7 +418,8 @@ class S3ObjectStore(ObjectStore):
         }
 
     def delete(self, key: str) -> None:
-        self.client().remove_object(self.bucket, key)
+        client = self.client()
+        self._retrying(lambda: client.remove_object(self.bucket, key))
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"

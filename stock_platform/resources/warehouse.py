@@ -39,6 +39,10 @@ class MinuteFile:
     path: Path
 
 
+class WarehouseBusy(RuntimeError):
+    """The warehouse stayed locked by another writer for longer than the resource waits."""
+
+
 class Warehouse(dg.ConfigurableResource):
     """Replace whole minutes of the raw table. Subclasses: DuckDBWarehouse, SnowflakeWarehouse."""
 
@@ -84,8 +88,15 @@ class DuckDBWarehouse(Warehouse):
                 )
             except duckdb.IOException as exc:
                 # DuckDB allows one writing process per file; concurrent minute runs take turns.
-                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                if "lock" not in str(exc).lower():
                     raise
+                if time.monotonic() > deadline:
+                    # Another process (a second run, an open DuckDB shell, a BI tool) holds the file.
+                    # The step's retry policy tries again later; the message says who to look for.
+                    raise WarehouseBusy(
+                        f"DuckDB file {self.path} stayed locked by another process for "
+                        f"{self.lock_wait_seconds:g} s (lock_wait_seconds): {exc}"
+                    ) from exc
                 time.sleep(0.1)
 
     @staticmethod

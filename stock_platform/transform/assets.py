@@ -6,7 +6,7 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
-from stock_platform.partitions import minute_partitions
+from stock_platform.partitions import CATCH_UP_POLICY, minute_partitions
 from stock_platform.transform.window import DBT_BUILD_ARGS, dbt_window_env, environment
 
 LAYERS = ("silver", "gold")
@@ -30,14 +30,14 @@ class StockDbtTranslator(DagsterDbtTranslator):
 
 
 def build_dbt_assets(project: DbtProject) -> dg.AssetsDefinition:
-    # A catch-up of many minutes is one dbt run over the whole range (single_run), not one per minute:
-    # the models take any window, and dbt's start-up dominates a minute's work.
+    # A catch-up of many minutes is one dbt run over the run's whole range, not one per minute: the
+    # models take any window, and dbt's start-up dominates a minute's work.
     @dbt_assets(
         manifest=project.manifest_path,
         project=project,
         dagster_dbt_translator=StockDbtTranslator(),
         partitions_def=minute_partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
+        backfill_policy=CATCH_UP_POLICY,
     )
     def stock_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
         """silver_quotes (typed, deduplicated quotes) and the gold tables Power BI reads, updated for the

@@ -198,7 +198,8 @@ def test_minute_closes_by_records_past_its_end_or_by_the_grace_period(kafka_brok
 
 class BrokenWarehouse(Warehouse):
     def load_minutes(self, topic, files):
-        raise RuntimeError("warehouse unavailable")
+        # Not retried: this test is about what is committed when the load fails, not about retries.
+        raise dg.Failure("warehouse unavailable", allow_retries=False)
 
 
 def test_offsets_are_committed_only_after_the_load_and_never_rewound(kafka_broker, new_topic, tmp_path):
@@ -229,6 +230,31 @@ def test_offsets_are_committed_only_after_the_load_and_never_rewound(kafka_broke
     assert kafka.committed_offsets() == {0: 5, 1: 5}
     assert [lag.lag for lag in kafka.consumer_lag()] == [0, 0]
     assert kafka.first_pending_timestamps() == {}
+
+
+def test_offsets_never_skip_a_minute_that_is_not_loaded(kafka_broker, new_topic, tmp_path):
+    topic = new_topic(2)
+    first, second, third = closed_minute(22), closed_minute(21), closed_minute(20)
+    for minute in (first, second, third):
+        produce(kafka_broker.bootstrap_servers, topic, valid_messages(minute, 4))
+    resources = make_resources(kafka_broker.bootstrap_servers, topic, tmp_path)
+    kafka: KafkaResource = resources["kafka"]
+    materialize(resources, first)
+    assert kafka.committed_offsets() == {0: 2, 1: 2}
+
+    # The second minute's run failed (or has not run): loading the third must not commit past it.
+    skipped = materialize(resources, third, raise_on_error=False)
+    assert not skipped.success
+    [failure] = [e for e in skipped.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "earlier minutes are loaded" in failure.event_specific_data.error.message
+    assert "partition 0 offsets 2-4, partition 1 offsets 2-4" in failure.event_specific_data.error.message
+    assert kafka.committed_offsets() == {0: 2, 1: 2}
+
+    materialize(resources, second)
+    assert kafka.committed_offsets() == {0: 4, 1: 4}
+    materialize(resources, third)
+    assert kafka.committed_offsets() == {0: 6, 1: 6}
+    assert len(table_rows(tmp_path / "warehouse.duckdb", third)) == 4
 
 
 def test_a_catch_up_run_loads_several_minutes_at_once(kafka_broker, new_topic, tmp_path):
