@@ -75,6 +75,8 @@ def snowflake_resource(env: Mapping[str, str]) -> SnowflakeResource:
     auth: dict[str, Any] = {}
     if env.get("SNOWFLAKE_PRIVATE_KEY_PATH"):
         auth["private_key_path"] = dg.EnvVar("SNOWFLAKE_PRIVATE_KEY_PATH")
+        if env.get("SNOWFLAKE_PRIVATE_KEY_PASSPHRASE"):
+            auth["private_key_password"] = dg.EnvVar("SNOWFLAKE_PRIVATE_KEY_PASSPHRASE")
     else:
         auth["password"] = dg.EnvVar("SNOWFLAKE_PASSWORD")
     return SnowflakeResource(
