@@ -95,7 +95,7 @@ def kafka_lag_sensor(
     try:
         snapshot = kafka.snapshot(now, recent_ms=lag_sensor.fresh_within_s * 1000)
     except (KafkaUnavailable, KafkaException) as exc:
-        return dg.SkipReason(f"Kafka is unreachable, no runs requested: {exc}")
+        return dg.SkipReason(f"No runs requested: {exc}")
 
     cursor = LagCursor.from_json(context.cursor)
     plan = plan_runs(

@@ -238,8 +238,15 @@ class KafkaResource(dg.ConfigurableResource):
         except KafkaException as exc:
             raise KafkaUnavailable(f"Kafka at {self.bootstrap_servers} did not answer: {exc}") from exc
         topic = metadata.topics.get(self.topic)
-        if topic is None or topic.error is not None or not topic.partitions:
-            reason = topic.error if topic is not None and topic.error is not None else "no partitions"
+        if topic is None or (
+            topic.error is not None and topic.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+        ):
+            raise KafkaUnavailable(
+                f"topic {self.topic!r} does not exist on {self.bootstrap_servers} yet; the producer creates "
+                "it (`stock-platform produce`), or check KAFKA_TOPIC"
+            )
+        if topic.error is not None or not topic.partitions:
+            reason = topic.error if topic.error is not None else "no partitions"
             raise KafkaUnavailable(f"topic {self.topic!r} on {self.bootstrap_servers}: {reason}")
         return sorted(topic.partitions)
 

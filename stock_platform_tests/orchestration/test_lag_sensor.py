@@ -145,7 +145,20 @@ def test_broker_down_is_a_skip_with_a_reason_not_an_error():
     )
     result = tick(down, BASE_MS)
     assert isinstance(result, dg.SkipReason)
-    assert result.skip_message.startswith("Kafka is unreachable, no runs requested: Kafka at 127.0.0.1:")
+    assert result.skip_message.startswith("No runs requested: Kafka at 127.0.0.1:")
+    assert "did not answer" in result.skip_message
+
+
+def test_a_missing_topic_is_a_skip_saying_so(kafka_broker):
+    missing = KafkaResource(
+        bootstrap_servers=kafka_broker.bootstrap_servers, topic=f"absent-{uuid.uuid4().hex[:6]}"
+    )
+    result = tick(missing, BASE_MS)
+    assert isinstance(result, dg.SkipReason)
+    assert (
+        f"topic '{missing.topic}' does not exist on {kafka_broker.bootstrap_servers} yet"
+        in result.skip_message
+    )
 
 
 def test_cursor_survives_a_round_trip_through_the_sensor(kafka):
