@@ -27,6 +27,8 @@ from stock_platform.services.process import (
 )
 
 KAFKA_VERSION = "4.1.1"
+# Bump when services/kafka/pom.xml changes, so caches resolved from an older pom are not reused.
+POM_REVISION = 2
 POM = PROJECT_ROOT / "services" / "kafka" / "pom.xml"
 
 LOG4J2_CONFIG = """\
@@ -47,7 +49,7 @@ logger.apache.level = warn
 
 def resolve_jars(version: str = KAFKA_VERSION) -> Path:
     """The folder of the broker's jars, resolved with Maven on first use and cached by version."""
-    libs = cache_dir() / f"kafka-{version}" / "libs"
+    libs = cache_dir() / f"kafka-{version}-r{POM_REVISION}" / "libs"
     if libs.is_dir() and any(libs.glob("kafka_2.13-*.jar")):
         return libs
     mvn = require_tool(
@@ -88,7 +90,8 @@ def _java() -> str:
 
 
 def _cluster_id() -> str:
-    # Kafka's Uuid text form: URL-safe base64 of 16 bytes without padding.
+    # Kafka's Uuid text form: URL-safe base64 of 16 bytes without padding. It can start with "-", which
+    # is why it is passed as --cluster-id=<id>, never as a separate argument.
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
 
 
@@ -159,7 +162,7 @@ class KafkaBroker:
         if not (self.data_dir / "logs" / "meta.properties").exists():
             fmt = subprocess.run(
                 [*jvm, "kafka.tools.StorageTool", "format", "--standalone",
-                 "-t", _cluster_id(), "-c", str(config)],
+                 f"--cluster-id={_cluster_id()}", "--config", str(config)],
                 capture_output=True, text=True, check=False,
             )  # fmt: skip
             if fmt.returncode != 0:
