@@ -10,8 +10,10 @@ cursor only remembers how far runs were already requested:
   one ingest run execute at a time, in order);
 - when the last requested run failed, everything from the first pending minute is requested again under
   new run keys (``#retryN``), at most once per ``retry_after_s``;
-- when it succeeded, planning continues after what was requested (a late record whose timestamp falls
-  in an ingested minute is read with the minute whose offset range holds it, never by re-running its own).
+- when it succeeded, planning continues after what was requested.
+
+A record that reaches Kafka after its minute was ingested makes the next run fail to commit (it would be
+skipped); the retry starts at the record's own minute, whose offset range now holds it, and re-runs it.
 """
 
 from __future__ import annotations
