@@ -51,16 +51,20 @@ retention:
 """
 
 
-def platform_env(home: Path, kafka_settings: dict[str, str]) -> dict[str, str]:
-    """The environment every process of a local run shares; explicit settings in os.environ win."""
-    defaults = {
+def platform_defaults(home: Path, kafka_settings: dict[str, str]) -> dict[str, str]:
+    """Where a local run under ``home`` keeps everything, and the Kafka it talks to."""
+    return {
         "STOCK_PLATFORM_HOME": str(home),
         "DAGSTER_HOME": str(home / "dagster_home"),
         "DUCKDB_PATH": str(home / "warehouse.duckdb"),
         "LAKE_DIR": str(home / "lake"),
         **kafka_settings,
     }
-    return {**defaults, **os.environ}
+
+
+def platform_env(home: Path, kafka_settings: dict[str, str]) -> dict[str, str]:
+    """The environment every process of a local run shares; explicit settings in os.environ win."""
+    return {**platform_defaults(home, kafka_settings), **os.environ}
 
 
 def prepare_dagster_home(dagster_home: Path) -> None:

@@ -4,7 +4,6 @@ nobody clicking anything, each exactly once, and gold equals figures computed he
 from __future__ import annotations
 
 import datetime as dt
-import os
 import subprocess
 import sys
 import time
@@ -14,14 +13,13 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from stock_platform.partitions import minute_key_from_ms
 from stock_platform.quotes import encode_record
-from stock_platform.runner import prepare_dagster_home
 from stock_platform.services.paths import PROJECT_ROOT
 from stock_platform.services.process import log_tail, stop_process
 from stock_platform_tests.ingestion.conftest import produce
+from stock_platform_tests.isolated_platform import isolated_platform_env
 
 pytestmark = pytest.mark.integration
 
@@ -74,24 +72,8 @@ def wait_for_minute(
 
 
 def test_quotes_produced_now_reach_silver_and_gold_exactly_once_through_the_daemon(kafka_broker, tmp_path):
-    topic = f"e2e-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap_servers})
-    admin.create_topics([NewTopic(topic, 2, 1)])[topic].result(30)
-
-    dagster_home = tmp_path / "dagster_home"
-    prepare_dagster_home(dagster_home)
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(dagster_home),
-        "STOCK_PLATFORM_HOME": str(tmp_path),
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_broker.bootstrap_servers,
-        "KAFKA_TOPIC": topic,
-        "KAFKA_INGEST_GROUP": f"ingest-{topic}",
-        "DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
-        "LAKE_DIR": str(tmp_path / "lake"),
-        "OBJECT_STORE": "local",
-        "WAREHOUSE": "duckdb",
-    }
+    env = isolated_platform_env(kafka_broker.bootstrap_servers, tmp_path, partitions=2, prefix="e2e")
+    topic, dagster_home = env["KAFKA_TOPIC"], Path(env["DAGSTER_HOME"])
     log = tmp_path / "daemon.log"
     with open(log, "wb") as out:
         daemon = subprocess.Popen(
@@ -106,15 +88,8 @@ def test_quotes_produced_now_reach_silver_and_gold_exactly_once_through_the_daem
             [(r["seq"] % 2, r["fetched_at"], encode_record(r)) for r in records],
         )
         last_minute = minute_key_from_ms(records[-1]["fetched_at"])
-        os.environ["DAGSTER_HOME"], previous_home = str(dagster_home), os.environ.get("DAGSTER_HOME")
-        try:
-            with dg.DagsterInstance.get() as instance:
-                wait_for_minute(instance, last_minute, daemon, log, timeout_s=240)
-        finally:
-            if previous_home is None:
-                del os.environ["DAGSTER_HOME"]
-            else:
-                os.environ["DAGSTER_HOME"] = previous_home
+        with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+            wait_for_minute(instance, last_minute, daemon, log, timeout_s=240)
     finally:
         stop_process(daemon.pid)
 

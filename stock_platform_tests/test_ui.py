@@ -18,16 +18,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic
 
-from stock_platform.runner import prepare_dagster_home
 from stock_platform.services.paths import PROJECT_ROOT
 from stock_platform.services.process import MissingPrerequisite, free_port, log_tail, stop_process
+from stock_platform_tests.isolated_platform import isolated_platform_env
 from stock_platform_tests.ui_browser import BrowserError, Chromium
 
 GROUPS = {"ingestion", "bronze", "silver", "gold"}
@@ -105,24 +103,7 @@ def wait_for_webserver(base_url: str, process: subprocess.Popen, log: Path, time
 @pytest.fixture
 def dagster_webserver(kafka_broker, tmp_path: Path) -> Iterator[str]:
     """`dagster dev` (webserver + daemon) on a free port with a fresh instance; yields the UI address."""
-    topic = f"ui-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap_servers})
-    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
-
-    dagster_home = tmp_path / "dagster_home"
-    prepare_dagster_home(dagster_home)
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(dagster_home),
-        "STOCK_PLATFORM_HOME": str(tmp_path),
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_broker.bootstrap_servers,
-        "KAFKA_TOPIC": topic,
-        "KAFKA_INGEST_GROUP": f"ingest-{topic}",
-        "DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
-        "LAKE_DIR": str(tmp_path / "lake"),
-        "OBJECT_STORE": "local",
-        "WAREHOUSE": "duckdb",
-    }
+    env = isolated_platform_env(kafka_broker.bootstrap_servers, tmp_path, partitions=1, prefix="ui")
     port = free_port()
     log = tmp_path / "dagster.log"
     with open(log, "wb") as out:
