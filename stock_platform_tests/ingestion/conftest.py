@@ -5,14 +5,26 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from stock_platform.ingestion.assets import (
+    kafka_quote_batch,
+    raw_quote_object,
+    raw_quote_table,
+    stock_quotes_topic,
+)
 from stock_platform.partitions import minute_key, minute_window_ms
 from stock_platform.quotes import encode_record
+from stock_platform.resources.kafka import KafkaResource
+from stock_platform.resources.object_store import LocalObjectStore
+from stock_platform.resources.warehouse import DuckDBWarehouse
+
+ASSETS = [stock_quotes_topic, kafka_quote_batch, raw_quote_object, raw_quote_table]
 
 
 def quote(seq: int, fetched_at: int, symbol: str = "AAPL", price: float = 190.0) -> dict[str, Any]:
@@ -32,6 +44,17 @@ def quote(seq: int, fetched_at: int, symbol: str = "AAPL", price: float = 190.0)
         "producer_run_id": "test-run",
         "seq": seq,
     }
+
+
+def make_resources(bootstrap: str, topic: str, tmp_path: Path, **overrides: Any) -> dict[str, Any]:
+    """Ingestion resources on the test broker, with a lake and a DuckDB file under ``tmp_path``."""
+    resources: dict[str, Any] = {
+        "kafka": KafkaResource(bootstrap_servers=bootstrap, topic=topic, ingest_group=f"ingest-{topic}"),
+        "object_store": LocalObjectStore(root=str(tmp_path / "lake")),
+        "warehouse": DuckDBWarehouse(path=str(tmp_path / "warehouse.duckdb")),
+    }
+    resources.update(overrides)
+    return resources
 
 
 def closed_minute(minutes_ago: int = 30) -> str:

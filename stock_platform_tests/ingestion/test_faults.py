@@ -38,7 +38,6 @@ from stock_platform.ingestion.object_keys import batch_manifest_key, raw_object_
 from stock_platform.partitions import minute_window
 from stock_platform.resources.kafka import KafkaResource
 from stock_platform.resources.object_store import (
-    LocalObjectStore,
     ObjectStoreUnavailable,
     S3ObjectStore,
     backoff_delay,
@@ -50,23 +49,16 @@ from stock_platform.services.kafka import KafkaBroker
 from stock_platform.services.paths import PROJECT_ROOT
 from stock_platform.services.process import free_port, port_open
 from stock_platform.services.s3 import S3Server
-from stock_platform_tests.ingestion.conftest import closed_minute, produce, valid_messages
-
-ASSETS = [stock_quotes_topic, kafka_quote_batch, raw_quote_object, raw_quote_table]
-
+from stock_platform_tests.ingestion.conftest import (
+    ASSETS,
+    closed_minute,
+    make_resources,
+    produce,
+    valid_messages,
+)
 
 # ---------------------------------------------------------------------------------------------------
 # helpers
-
-
-def make_resources(bootstrap: str, topic: str, tmp_path: Path, **overrides) -> dict:
-    resources = {
-        "kafka": KafkaResource(bootstrap_servers=bootstrap, topic=topic, ingest_group=f"ingest-{topic}"),
-        "object_store": LocalObjectStore(root=str(tmp_path / "lake")),
-        "warehouse": DuckDBWarehouse(path=str(tmp_path / "warehouse.duckdb")),
-    }
-    resources.update(overrides)
-    return resources
 
 
 def materialize(resources: dict, key: str, assets=ASSETS, **kwargs) -> dg.ExecuteInProcessResult:

@@ -11,23 +11,23 @@ import dagster as dg
 import duckdb
 import pytest
 
-from stock_platform.ingestion.assets import (
-    kafka_quote_batch,
-    raw_quote_object,
-    raw_quote_table,
-    stock_quotes_topic,
-)
 from stock_platform.ingestion.object_keys import batch_manifest_key, dead_letter_object_key, raw_object_key
 from stock_platform.partitions import minute_window, minute_window_ms
 from stock_platform.quotes import encode_record
 from stock_platform.resources.kafka import KafkaResource, KafkaUnavailable, MinuteNotClosed
-from stock_platform.resources.object_store import LocalObjectStore, ObjectNotFound, S3ObjectStore
-from stock_platform.resources.warehouse import DuckDBWarehouse, Warehouse
-from stock_platform_tests.ingestion.conftest import closed_minute, produce, quote, valid_messages
+from stock_platform.resources.object_store import ObjectNotFound, S3ObjectStore
+from stock_platform.resources.warehouse import Warehouse
+from stock_platform_tests.ingestion.conftest import (
+    ASSETS,
+    closed_minute,
+    make_resources,
+    produce,
+    quote,
+    valid_messages,
+)
 
 pytestmark = pytest.mark.integration
 
-ASSETS = [stock_quotes_topic, kafka_quote_batch, raw_quote_object, raw_quote_table]
 ENVELOPE_FIELDS = [
     "minute",
     "topic",
@@ -37,16 +37,6 @@ ENVELOPE_FIELDS = [
     "object_key",
     "quote",
 ]
-
-
-def make_resources(bootstrap: str, topic: str, tmp_path: Path, **overrides) -> dict:
-    resources = {
-        "kafka": KafkaResource(bootstrap_servers=bootstrap, topic=topic, ingest_group=f"ingest-{topic}"),
-        "object_store": LocalObjectStore(root=str(tmp_path / "lake")),
-        "warehouse": DuckDBWarehouse(path=str(tmp_path / "warehouse.duckdb")),
-    }
-    resources.update(overrides)
-    return resources
 
 
 def materialize(

@@ -10,21 +10,13 @@ import pytest
 import snowflake.connector
 from dagster_snowflake import SnowflakeResource
 
-from stock_platform.ingestion.assets import (
-    kafka_quote_batch,
-    raw_quote_object,
-    raw_quote_table,
-    stock_quotes_topic,
-)
 from stock_platform.ingestion.object_keys import minute_iso
 from stock_platform.resources.kafka import KafkaResource
 from stock_platform.resources.object_store import LocalObjectStore
 from stock_platform.resources.warehouse import SnowflakeWarehouse
-from stock_platform_tests.ingestion.conftest import closed_minute, produce, valid_messages
+from stock_platform_tests.ingestion.conftest import ASSETS, closed_minute, produce, valid_messages
 
 pytestmark = pytest.mark.integration
-
-ASSETS = [stock_quotes_topic, kafka_quote_batch, raw_quote_object, raw_quote_table]
 
 
 @pytest.fixture
