@@ -10,10 +10,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-from dagster_snowflake import SnowflakeResource
 
 from stock_platform.ingestion.assets import (
     kafka_quote_batch,
@@ -24,7 +23,10 @@ from stock_platform.ingestion.assets import (
 from stock_platform.partitions import minute_partitions
 from stock_platform.resources.kafka import KafkaResource
 from stock_platform.resources.object_store import LocalObjectStore, ObjectStore, S3ObjectStore
-from stock_platform.resources.warehouse import DuckDBWarehouse, SnowflakeWarehouse, Warehouse
+from stock_platform.resources.warehouse import DuckDBWarehouse, Warehouse
+
+if TYPE_CHECKING:
+    from dagster_snowflake import SnowflakeResource
 
 ingest_minute_job = dg.define_asset_job(
     "ingest_minute_job",
@@ -72,6 +74,8 @@ def object_store_resource(env: Mapping[str, str]) -> ObjectStore:
 
 
 def snowflake_resource(env: Mapping[str, str]) -> SnowflakeResource:
+    from dagster_snowflake import SnowflakeResource
+
     auth: dict[str, Any] = {}
     if env.get("SNOWFLAKE_PRIVATE_KEY_PATH"):
         auth["private_key_path"] = dg.EnvVar("SNOWFLAKE_PRIVATE_KEY_PATH")
@@ -95,6 +99,10 @@ def warehouse_resource(env: Mapping[str, str]) -> Warehouse:
     if kind == "duckdb":
         return DuckDBWarehouse(path=_value(env, "DUCKDB_PATH", str(_home(env) / "warehouse.duckdb")))
     if kind == "snowflake":
+        # Imported here: the Snowflake client libraries take seconds to import, which every run of a
+        # DuckDB platform would otherwise pay at start-up.
+        from stock_platform.resources.snowflake_warehouse import SnowflakeWarehouse
+
         return SnowflakeWarehouse(snowflake=snowflake_resource(env))
     raise ValueError(f"WAREHOUSE must be 'duckdb' or 'snowflake', got {kind!r}")
 

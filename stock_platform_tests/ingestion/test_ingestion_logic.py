@@ -33,7 +33,8 @@ from stock_platform.resources.kafka import (
 )
 from stock_platform.resources.kafka_reader import split_ranges
 from stock_platform.resources.object_store import LocalObjectStore, ObjectNotFound, S3ObjectStore
-from stock_platform.resources.warehouse import DuckDBWarehouse, MinuteFile, SnowflakeWarehouse
+from stock_platform.resources.snowflake_warehouse import SnowflakeWarehouse
+from stock_platform.resources.warehouse import DuckDBWarehouse, MinuteFile
 from stock_platform_tests.ingestion.conftest import quote
 
 KEY = "2026-11-28-08:05"

@@ -13,7 +13,7 @@ from dagster_snowflake import SnowflakeResource
 from stock_platform.ingestion.object_keys import minute_iso
 from stock_platform.resources.kafka import KafkaResource
 from stock_platform.resources.object_store import LocalObjectStore
-from stock_platform.resources.warehouse import SnowflakeWarehouse
+from stock_platform.resources.snowflake_warehouse import SnowflakeWarehouse
 from stock_platform_tests.ingestion.conftest import ASSETS, closed_minute, produce, valid_messages
 
 pytestmark = pytest.mark.integration
