@@ -269,19 +269,26 @@ class KafkaResource(dg.ConfigurableResource):
             offsets[tp.partition] = tp.offset
         return offsets
 
-    def minute_batch(self, partition_key: str, now_ms: int | None = None) -> MinuteBatch:
-        """The minute's offset range on each partition; raises MinuteNotClosed while it may still grow."""
+    def minute_batch(
+        self, partition_key: str, now_ms: int | None = None, consumer: Consumer | None = None
+    ) -> MinuteBatch:
+        """The minute's offset range on each partition; raises MinuteNotClosed while it may still grow.
+
+        Pass ``consumer`` to share one connection across the minutes of a catch-up run.
+        """
         start_ms, end_ms = minute_window_ms(partition_key)
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         if now_ms < end_ms:
             raise MinuteNotClosed(
                 f"minute {partition_key} is still open: it ends in {(end_ms - now_ms) / 1000:.1f} s"
             )
-        with self.consumer() as consumer:
-            partitions = self.partitions(consumer)
-            watermarks = self._watermarks(consumer, partitions)
-            starts = self._offsets_at(consumer, partitions, start_ms)
-            ends = self._offsets_at(consumer, partitions, end_ms)
+        if consumer is None:
+            with self.consumer() as owned:
+                return self.minute_batch(partition_key, now_ms, owned)
+        partitions = self.partitions(consumer)
+        watermarks = self._watermarks(consumer, partitions)
+        starts = self._offsets_at(consumer, partitions, start_ms)
+        ends = self._offsets_at(consumer, partitions, end_ms)
         idle = [p for p in partitions if ends[p] < 0]
         reason = closed_reason(now_ms, end_ms, int(self.grace_seconds * 1000), not idle)
         if reason is None:
