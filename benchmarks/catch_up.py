@@ -1,0 +1,201 @@
+"""Catch-up of 24 hours of history through the real daemon, the lag sensor and its range runs.
+
+Writes ``--hours`` of history (100 symbols x 1 quote/s = 8,640,000 quotes for 24 h, Kafka timestamps
+over the hours ending ``--ends-ago-min`` minutes ago, several partitions) into a fresh topic with
+confluent_kafka directly, then, for each ``--batch-minutes`` value (env CATCH_UP_BATCH_MINUTES of the
+sensor), starts ``dagster-daemon run`` on a fresh temporary instance, warehouse, lake and ingest group
+and measures:
+
+- wall time until the ingest group has committed every record and the last run succeeded (from the
+  daemon's start, and from the first run's creation);
+- peak RSS, sampling every process of the daemon's tree every 0.5 s from /proc: the largest single
+  process and the sum;
+- the runs: how many, their partition range tags, and how many partitions each materialized per asset
+  (does Dagster cap a sensor-requested range at the assets' BackfillPolicy.multi_run(60)? no if a
+  240-minute run materializes 240 partitions);
+- rows in the raw table and silver.
+
+    .venv/bin/python benchmarks/catch_up.py [--hours 24] [--batch-minutes 60,240,720]
+
+Targets: <= 5 min wall, peak RSS < 2 GiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import json
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+warnings.filterwarnings("ignore")
+
+import dagster as dg  # noqa: E402
+from bench_common import (  # noqa: E402
+    DaemonPlatform,
+    TreeRssSampler,
+    all_materializations,
+    broker,
+    committed_lag,
+    connect_when_free,
+    create_topic,
+    emit,
+    produce_grid,
+    summary,
+)
+
+TARGET_WALL_S = 300.0
+TARGET_RSS_MIB = 2048.0
+IN_FLIGHT = {
+    dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING,
+}  # fmt: skip
+
+
+def run_summary(platform: DaemonPlatform) -> dict:
+    with platform.instance() as instance:
+        records = instance.get_run_records(filters=dg.RunsFilter(job_name="minute_pipeline_job"))
+        per_asset: dict[str, collections.Counter] = {}
+        for name in ("kafka_quote_batch", "raw_quote_table", "silver_quotes", "gold_kpi"):
+            counter: collections.Counter = collections.Counter()
+            for rec in all_materializations(instance, name):
+                counter[rec.run_id] += 1
+            per_asset[name] = counter
+    runs = []
+    for record in sorted(records, key=lambda r: r.create_timestamp):
+        run = record.dagster_run
+        first = run.tags.get("dagster/asset_partition_range_start") or run.tags.get("dagster/partition")
+        last = run.tags.get("dagster/asset_partition_range_end") or run.tags.get("dagster/partition")
+        from stock_platform.orchestration.planning import minutes_between
+
+        runs.append({
+            "run_key": run.tags.get("dagster/run_key"),
+            "range": [first, last],
+            "minutes_in_tags": minutes_between(first, last) if first and last else None,
+            "status": run.status.value,
+            "seconds": round(record.end_time - record.start_time, 1) if record.end_time and record.start_time else None,
+            "partitions_materialized": {name: c[run.run_id] for name, c in per_asset.items()},
+        })  # fmt: skip
+    return {"runs": runs}
+
+
+def trial(bootstrap: str, topic: str, batch: int, total: int, timeout_s: float, root: Path) -> dict:
+    work = root / f"batch_{batch}"
+    work.mkdir(parents=True, exist_ok=True)
+    # Each trial starts from nothing: its own ingest group (so the whole history is lag), instance,
+    # lake and warehouse.
+    group = f"ingest-{topic}-batch{batch}"
+    platform = DaemonPlatform(
+        work, bootstrap, topic, extra_env={"CATCH_UP_BATCH_MINUTES": str(batch), "KAFKA_INGEST_GROUP": group}
+    )
+    started = time.time()
+    platform.start()
+    assert platform.process is not None
+    finished = None
+    first_created = None
+    last_lag = total
+    with TreeRssSampler(platform.process.pid) as sampler:
+        try:
+            with platform.instance() as instance:
+                while time.time() - started < timeout_s:
+                    if not platform.alive():
+                        raise SystemExit(f"the daemon exited; see {platform.log_path}")
+                    runs = instance.get_runs(filters=dg.RunsFilter(job_name="minute_pipeline_job"), limit=1)
+                    if runs and first_created is None:
+                        oldest = instance.get_run_records(
+                            filters=dg.RunsFilter(job_name="minute_pipeline_job"), limit=1, ascending=True
+                        )
+                        first_created = oldest[0].create_timestamp.timestamp()
+                    # A busy broker may not answer in time; ask again at the next poll.
+                    with contextlib.suppress(Exception):
+                        last_lag = committed_lag(bootstrap, topic, group)
+                    if (
+                        last_lag == 0
+                        and runs
+                        and runs[0].status == dg.DagsterRunStatus.SUCCESS
+                        and not instance.get_run_ids(filters=dg.RunsFilter(statuses=list(IN_FLIGHT)))
+                    ):
+                        finished = time.time()
+                        break
+                    time.sleep(2)
+        finally:
+            platform.stop()
+    result: dict = {
+        "batch_minutes": batch,
+        "completed": finished is not None,
+        "wall_s_from_daemon_start": round((finished or time.time()) - started, 1),
+        "wall_s_from_first_run_created": round((finished or time.time()) - first_created, 1)
+        if first_created
+        else None,
+        "lag_left": last_lag,
+        **sampler.report(),
+        **run_summary(platform),
+    }
+    runs = result["runs"]
+    result["run_count"] = len(runs)
+    result["run_seconds"] = summary([r["seconds"] for r in runs if r["seconds"] is not None], 1)
+    result["max_minutes_in_one_run"] = max((r["minutes_in_tags"] or 0 for r in runs), default=0)
+    result["max_partitions_materialized_in_one_run"] = max(
+        (r["partitions_materialized"]["raw_quote_table"] for r in runs), default=0
+    )
+    if platform.duckdb_path.exists():
+        with connect_when_free(platform.duckdb_path) as conn:
+            result["raw_rows"] = conn.execute("select count(*) from main.bronze_stock_quotes_raw").fetchone()[
+                0
+            ]
+            result["silver_rows"] = conn.execute("select count(*) from silver.silver_quotes").fetchone()[0]
+    result["meets_targets"] = {
+        "wall": finished is not None and result["wall_s_from_daemon_start"] <= TARGET_WALL_S,
+        "rss": result["peak_tree_sum_rss_mib"] < TARGET_RSS_MIB,
+    }
+    (work / "trial.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hours", type=float, default=24.0)
+    parser.add_argument("--symbols", type=int, default=100)
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--ends-ago-min", type=int, default=15)
+    parser.add_argument("--batch-minutes", default="60,240,720", help="comma-separated trials")
+    parser.add_argument("--timeout-min", type=float, default=15.0, help="per trial")
+    parser.add_argument("--bootstrap-servers", default=None)
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+
+    root = args.workdir or Path(tempfile.mkdtemp(prefix="catch_up_"))
+    root.mkdir(parents=True, exist_ok=True)
+    report: dict = {"hours": args.hours, "symbols": args.symbols, "topic_partitions": args.partitions}
+    with broker(args.bootstrap_servers, root) as bootstrap:
+        topic = create_topic(bootstrap, args.partitions, "catch-up")
+        seconds = int(args.hours * 3600)
+        now_ms = int(time.time() * 1000)
+        first_ms = now_ms - now_ms % 60_000 - args.ends_ago_min * 60_000 - seconds * 1000
+        started = time.perf_counter()
+        total = produce_grid(
+            bootstrap, topic, args.partitions, args.symbols, first_ms, seconds, progress=True
+        )
+        produce_s = time.perf_counter() - started
+        report["quotes"] = total
+        report["produce_s"] = round(produce_s, 1)
+        report["produce_rate_per_s"] = round(total / produce_s)
+        report["trials"] = []
+        for batch in [int(b) for b in args.batch_minutes.split(",") if b]:
+            print(
+                f"catch-up trial with CATCH_UP_BATCH_MINUTES={batch} ...",
+                flush=True,
+                file=sys.stderr,
+            )
+            report["trials"].append(trial(bootstrap, topic, batch, total, args.timeout_min * 60, root))
+    report["targets"] = {"wall_s": TARGET_WALL_S, "peak_rss_mib": TARGET_RSS_MIB}
+    emit(report, args.out)
+
+
+if __name__ == "__main__":
+    main()

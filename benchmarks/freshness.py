@@ -1,0 +1,246 @@
+"""Quote-to-gold freshness of the real platform: broker + simulated producer + the real Dagster daemon.
+
+Starts a local Kafka broker, the simulated producer (100 symbols at 1 quote/s each by default) and
+``dagster-daemon run`` (``--dev``: ``dagster dev``) on a temporary DAGSTER_HOME written by
+``prepare_dagster_home``, lets the lag sensor run the minutes for ``--minutes`` minutes, stops the
+producer, waits for the last produced minute to reach gold, stops the daemon, then reads the Dagster
+instance and the DuckDB warehouse (only after the daemon stopped: DuckDB locks the file) and prints:
+
+- per-minute run wall time p50/p95: run start → end, and sensor request (run created) → end;
+- minute close → gold updated (gold_kpi materialization of the minute) p50/p95;
+- quote-to-gold freshness p50/p95: for every quote in the raw table, the end time of the run that put
+  its minute into gold minus the quote's fetched_at;
+- the daemon's own sensor tick durations.
+
+Figures are given over all minutes and over the steady state (minutes closing after the daemon's
+first run finished; the first minutes include the daemon's start-up and the producer's partial minute).
+
+    .venv/bin/python benchmarks/freshness.py [--minutes 10] [--symbols 100] [--rate 100]
+
+Targets: run p95 < 15 s; quote-to-gold p50 <= 50 s and p95 <= 90 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+warnings.filterwarnings("ignore")
+
+import dagster as dg  # noqa: E402
+from bench_common import (  # noqa: E402
+    PROJECT_ROOT,
+    DaemonPlatform,
+    all_materializations,
+    broker,
+    connect_when_free,
+    create_topic,
+    emit,
+    summary,
+)
+
+from stock_platform.partitions import minute_window  # noqa: E402
+
+TARGETS = {"run_wall_p95_s": 15.0, "quote_to_gold_p50_s": 50.0, "quote_to_gold_p95_s": 90.0}
+
+
+def covered_minutes(run: dg.DagsterRun) -> list[str]:
+    from stock_platform.partitions import minute_key
+
+    single = run.tags.get("dagster/partition")
+    if single:
+        return [single]
+    first = run.tags.get("dagster/asset_partition_range_start")
+    last = run.tags.get("dagster/asset_partition_range_end")
+    if not first or not last:
+        return []
+    keys, current = [], minute_window(first)[0]
+    while current <= minute_window(last)[0]:
+        keys.append(minute_key(current))
+        current += dt.timedelta(minutes=1)
+    return keys
+
+
+def daemon_ticks(instance: dg.DagsterInstance) -> list[float]:
+    """Durations of the lag sensor's ticks as the daemon recorded them."""
+    durations = []
+    for state in instance.all_instigator_state():
+        if state.instigator_name != "kafka_lag_sensor":
+            continue
+        for tick in instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=10_000):
+            if tick.end_timestamp:
+                durations.append(tick.end_timestamp - tick.timestamp)
+    return durations
+
+
+def read_instance(platform: DaemonPlatform) -> dict:
+    with platform.instance() as instance:
+        records = instance.get_run_records(filters=dg.RunsFilter(job_name="minute_pipeline_job"))
+        runs = []
+        for record in records:
+            run = record.dagster_run
+            runs.append({
+                "run_id": run.run_id, "status": run.status.value, "minutes": covered_minutes(run),
+                "created": record.create_timestamp.timestamp(), "start": record.start_time,
+                "end": record.end_time,
+            })  # fmt: skip
+        gold: dict[str, float] = {}
+        for rec in all_materializations(instance, "gold_kpi"):
+            key = rec.partition_key
+            if key is not None:
+                gold[key] = min(gold.get(key, rec.timestamp), rec.timestamp)
+        ticks = daemon_ticks(instance)
+    return {"runs": runs, "gold": gold, "ticks": ticks}
+
+
+def quote_freshness(duckdb_path: Path, minute_done: dict[str, float]) -> dict[str, list[float]]:
+    """Per quote: (end of the run that put its minute into gold) - fetched_at, in seconds, by minute."""
+    with connect_when_free(duckdb_path) as conn:
+        rows = conn.execute(
+            """
+            select strftime(minute, '%Y-%m-%d-%H:%M') as minute_key,
+                   list(cast(v->'quote'->>'fetched_at' as bigint)) as fetched
+            from main.bronze_stock_quotes_raw group by 1
+            """
+        ).fetchall()
+    out = {}
+    for key, fetched in rows:
+        done = minute_done.get(key)
+        if done is not None:
+            out[key] = [done - ms / 1000 for ms in fetched]
+    return out
+
+
+def analyse(data: dict, duckdb_path: Path, produced_from: float) -> dict:
+    ok = [r for r in data["runs"] if r["status"] == "SUCCESS" and r["start"] and r["end"]]
+    failed = [r for r in data["runs"] if r["status"] == "FAILURE"]
+    first_done = min((r["end"] for r in ok), default=None)
+    minute_done: dict[str, float] = {}
+    for r in sorted(ok, key=lambda r: r["end"], reverse=True):
+        for key in r["minutes"]:
+            minute_done[key] = r["end"]  # the earliest successful run wins
+    per_minute = quote_freshness(duckdb_path, minute_done)
+
+    def steady(key: str) -> bool:
+        closes = minute_window(key)[1].timestamp()
+        return (
+            first_done is not None
+            and closes > first_done
+            and minute_window(key)[0].timestamp() >= produced_from
+        )
+
+    def block(keys: list[str]) -> dict:
+        run_keys = [r for r in ok if r["minutes"] and all(k in keys for k in r["minutes"])]
+        quotes = [s for k in keys for s in per_minute.get(k, [])]
+        close_to_gold = [
+            data["gold"].get(k, minute_done[k]) - minute_window(k)[1].timestamp()
+            for k in keys
+            if k in minute_done
+        ]
+        return {
+            "minutes": len(keys),
+            "runs": len(run_keys),
+            "run_start_to_end_s": summary([r["end"] - r["start"] for r in run_keys], 2),
+            "run_requested_to_end_s": summary([r["end"] - r["created"] for r in run_keys], 2),
+            "run_requested_to_start_s": summary([r["start"] - r["created"] for r in run_keys], 2),
+            "minute_close_to_gold_s": summary(close_to_gold, 2),
+            "quote_to_gold_s": summary(quotes, 2),
+            "quotes": len(quotes),
+        }
+
+    keys = sorted(minute_done)
+    return {
+        "runs_succeeded": len(ok),
+        "runs_failed": len(failed),
+        "range_runs": sum(1 for r in ok if len(r["minutes"]) > 1),
+        "all_minutes": block(keys),
+        "steady_state": block([k for k in keys if steady(k)]),
+        "daemon_sensor_tick_s": summary(data["ticks"], 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10.0, help="how long the producer runs")
+    parser.add_argument("--symbols", type=int, default=100)
+    parser.add_argument("--rate", type=float, default=100.0, help="quotes per second in all")
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--dev", action="store_true", help="run `dagster dev` instead of dagster-daemon")
+    parser.add_argument("--bootstrap-servers", default=None)
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="freshness_"))
+    work.mkdir(parents=True, exist_ok=True)
+    with broker(args.bootstrap_servers, work) as bootstrap:
+        topic = create_topic(bootstrap, args.partitions, "freshness")
+        platform = DaemonPlatform(work, bootstrap, topic, dev=args.dev).start()
+        producer_log = open(work / "producer.log", "wb")  # noqa: SIM115
+        producer = subprocess.Popen(
+            [sys.executable, "-m", "stock_platform.cli", "produce", "--source", "simulated",
+             "--symbol-count", str(args.symbols), "--rate", str(args.rate),
+             "--bootstrap-servers", bootstrap, "--topic", topic, "--duration", str(args.minutes * 60)],
+            cwd=PROJECT_ROOT, env=platform.env(), stdout=producer_log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        produced_from = time.time()
+        try:
+            deadline = time.time() + args.minutes * 60 + 60
+            while producer.poll() is None and time.time() < deadline:
+                if not platform.alive():
+                    raise SystemExit(f"the daemon exited; see {platform.log_path}")
+                time.sleep(2)
+            producer_stopped = time.time()
+            # Wait until every minute the producer wrote is in gold: the last minute closes after its
+            # grace period, then its run takes a few seconds.
+            with platform.instance() as instance:
+                from stock_platform.partitions import minute_key
+
+                last_key = minute_key(dt.datetime.fromtimestamp(producer_stopped - 1, dt.UTC))
+                wait_until = time.time() + 180
+                while time.time() < wait_until:
+                    done = [
+                        r for r in instance.get_runs(
+                            filters=dg.RunsFilter(job_name="minute_pipeline_job",
+                                                  statuses=[dg.DagsterRunStatus.SUCCESS]), limit=50)
+                        if max(covered_minutes(r), default="") >= last_key
+                    ]  # fmt: skip
+                    if done:
+                        break
+                    time.sleep(2)
+        finally:
+            if producer.poll() is None:
+                from stock_platform.services.process import stop_process
+
+                stop_process(producer.pid)
+            producer_log.close()
+            platform.stop()
+        data = read_instance(platform)
+
+    report = {
+        "symbols": args.symbols,
+        "quotes_per_s": args.rate,
+        "producer_minutes": args.minutes,
+        "runner": "dagster dev" if args.dev else "dagster-daemon run",
+        "workdir": str(work),
+        **analyse(data, platform.duckdb_path, produced_from),
+    }
+    steady = report["steady_state"]
+    report["targets"] = TARGETS
+    report["meets_targets"] = {
+        "run_wall_p95_s": (steady["run_start_to_end_s"]["p95"] or 1e9) < TARGETS["run_wall_p95_s"],
+        "quote_to_gold_p50_s": (steady["quote_to_gold_s"]["p50"] or 1e9) <= TARGETS["quote_to_gold_p50_s"],
+        "quote_to_gold_p95_s": (steady["quote_to_gold_s"]["p95"] or 1e9) <= TARGETS["quote_to_gold_p95_s"],
+    }
+    emit(report, args.out)
+
+
+if __name__ == "__main__":
+    main()
