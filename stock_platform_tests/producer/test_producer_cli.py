@@ -134,3 +134,46 @@ def test_the_default_source_follows_the_api_key():
     args = parser.parse_args([])
     assert cli.build_source(args, {}).name == "simulated"
     assert cli.build_source(args, {"FINNHUB_API_KEY": "k"}).name == "finnhub"
+
+
+@pytest.mark.integration
+def test_a_producer_killed_and_restarted_duplicates_nothing(kafka_broker):
+    """kill -9 loses only what Kafka never acknowledged; the restart is a new run whose quotes all land."""
+    topic = f"quotes-{uuid.uuid4().hex[:8]}"
+
+    def producer(*extra: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "stock_platform.producer.cli", "--source", "simulated", "--symbol-count",
+             "200", "--rate", "20000", "--bootstrap-servers", kafka_broker.bootstrap_servers, "--topic", topic,
+             "--dlq-topic", f"{topic}-dlq", "--log-interval", "0.5", *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+            env={**os.environ, "FINNHUB_API_KEY": ""},
+        )  # fmt: skip
+
+    killed = producer()
+    try:
+        wait_for_log(killed, "progress", timeout_s=30)
+        deadline = time.monotonic() + 30
+        while len(consume_all(kafka_broker.bootstrap_servers, topic)) < 1000:  # acknowledged by Kafka
+            assert time.monotonic() < deadline, "the producer delivered nothing in 30 s"
+            time.sleep(0.2)
+        killed.kill()  # SIGKILL: no flush, no summary
+        killed.wait(timeout=30)
+    finally:
+        if killed.poll() is None:
+            killed.kill()
+    restarted = producer("--max-quotes", "5000")
+    out, err = restarted.communicate(timeout=120)
+    assert restarted.returncode == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+
+    records = [decode_record(m.value()) for m in consume_all(kafka_broker.bootstrap_servers, topic)]
+    ids = [(r["producer_run_id"], r["seq"]) for r in records]
+    assert len(ids) == len(set(ids)), "a quote reached the topic twice"
+    by_run: dict[str, list[int]] = {}
+    for run_id, seq in ids:
+        by_run.setdefault(run_id, []).append(seq)
+    assert sorted(by_run.pop(summary["producer_run_id"])) == list(range(5000))
+    assert len(by_run) == 1, {k: len(v) for k, v in by_run.items()}
+    [first_run] = by_run.values()  # the killed run: what Kafka acknowledged before the kill, once each
+    assert len(first_run) > 1000
