@@ -110,6 +110,11 @@ class PartitionLag:
     def lag(self) -> int:
         return lag_of(self.low, self.high, self.committed)
 
+    @property
+    def position(self) -> int:
+        """The first offset not yet ingested (retention may have moved the low watermark past it)."""
+        return max(self.committed or self.low, self.low)
+
 
 def lag_of(low: int, high: int, committed: int | None) -> int:
     """Records not yet ingested: high watermark minus committed, or everything Kafka holds if none is."""
@@ -403,21 +408,23 @@ class KafkaResource(dg.ConfigurableResource):
     def consumer_lag(self) -> list[PartitionLag]:
         """Lag of the ingest group per partition: high watermark - committed (high - low if none)."""
         with self.consumer() as consumer:
-            partitions = self.partitions(consumer)
-            watermarks = self._watermarks(consumer, partitions)
-            committed = self.committed_offsets(consumer)
+            return self._lags(consumer, self.partitions(consumer))
+
+    def _lags(self, consumer: Consumer, partitions: list[int]) -> list[PartitionLag]:
+        watermarks = self._watermarks(consumer, partitions)
+        committed = self.committed_offsets(consumer)
         return [PartitionLag(p, *watermarks[p], committed.get(p)) for p in partitions]
+
+    def _first_pending(self, consumer: Consumer, lags: list[PartitionLag]) -> dict[int, int]:
+        return self._first_timestamps(consumer, {lag.partition: lag.position for lag in lags if lag.lag > 0})
 
     def snapshot(self, now_ms: int, recent_ms: int) -> TopicSnapshot:
         """What the lag sensor needs from one tick, read with one consumer (a handful of requests)."""
         minute_start = now_ms - now_ms % 60_000
         with self.consumer() as consumer:
             partitions = self.partitions(consumer)
-            watermarks = self._watermarks(consumer, partitions)
-            committed = self.committed_offsets(consumer)
-            lags = [PartitionLag(p, *watermarks[p], committed.get(p)) for p in partitions]
-            positions = {lag.partition: max(lag.committed or lag.low, lag.low) for lag in lags if lag.lag > 0}
-            pending = self._first_timestamps(consumer, positions)
+            lags = self._lags(consumer, partitions)
+            pending = self._first_pending(consumer, lags)
             in_current = self._offsets_at(consumer, partitions, minute_start)
             recent = self._offsets_at(consumer, partitions, now_ms - recent_ms)
         return TopicSnapshot(
@@ -456,10 +463,8 @@ class KafkaResource(dg.ConfigurableResource):
 
         The oldest of these is the first minute the lag sensor still has to run.
         """
-        lags = [lag for lag in self.consumer_lag() if lag.lag > 0]
-        positions = {lag.partition: max(lag.committed or lag.low, lag.low) for lag in lags}
         with self.consumer() as consumer:
-            return self._first_timestamps(consumer, positions)
+            return self._first_pending(consumer, self._lags(consumer, self.partitions(consumer)))
 
 
 @contextmanager
