@@ -25,6 +25,8 @@ from typing import Any
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from stock_platform.kafka_topic import QUOTE_TOPIC_CONFIG
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
@@ -66,10 +68,14 @@ def broker(bootstrap_servers: str | None, workdir: Path) -> Iterator[str]:
         kafka.stop()
 
 
-def create_topic(bootstrap: str, partitions: int, prefix: str = "bench") -> str:
+def create_topic(bootstrap: str, partitions: int, prefix: str = "bench", append_time: bool = False) -> str:
+    """A topic for a benchmark: LogAppendTime as in production when records are produced live;
+    CreateTime when a benchmark writes history at chosen timestamps (then the platform runs with
+    KAFKA_REQUIRE_LOG_APPEND_TIME=false)."""
     name = f"{prefix}-{uuid.uuid4().hex[:10]}"
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(name, partitions, 1)])[name].result(30)
+    config = dict(QUOTE_TOPIC_CONFIG) if append_time else {}
+    admin.create_topics([NewTopic(name, partitions, 1, config=config)])[name].result(30)
     return name
 
 
@@ -247,8 +253,8 @@ def committed_lag(bootstrap: str, topic: str, group: str) -> int:
     """Records of ``topic`` the group has not committed (high watermark - committed)."""
     from stock_platform.resources.kafka import KafkaResource
 
-    return sum(lag.lag for lag in KafkaResource(bootstrap_servers=bootstrap, topic=topic,
-                                                 ingest_group=group).consumer_lag())  # fmt: skip
+    return sum(lag.lag for lag in KafkaResource(bootstrap_servers=bootstrap, topic=topic, ingest_group=group,
+                                                 require_log_append_time=False).consumer_lag())  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------

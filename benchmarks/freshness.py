@@ -180,7 +180,7 @@ def main() -> None:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="freshness_"))
     work.mkdir(parents=True, exist_ok=True)
     with broker(args.bootstrap_servers, work) as bootstrap:
-        topic = create_topic(bootstrap, args.partitions, "freshness")
+        topic = create_topic(bootstrap, args.partitions, "freshness", append_time=True)
         platform = DaemonPlatform(work, bootstrap, topic, dev=args.dev).start()
         producer_log = open(work / "producer.log", "wb")  # noqa: SIM115
         producer = subprocess.Popen(

@@ -166,7 +166,12 @@ def main() -> None:
         )  # fmt: skip
         report["kafka"] = {"topic_partitions": args.partitions, "symbols": args.symbols, "records": produced,
                            "closed_minutes": args.closed_minutes, "produce_s": round(time.perf_counter() - started, 1)}  # fmt: skip
-        kafka = KafkaResource(bootstrap_servers=bootstrap, topic=topic, ingest_group=f"tick-{topic}")
+        kafka = KafkaResource(
+            bootstrap_servers=bootstrap,
+            topic=topic,
+            ingest_group=f"tick-{topic}",
+            require_log_append_time=False,
+        )
 
         prepare_dagster_home(work / "dagster_home")  # the instance config `stock-platform run` writes
         with dg.DagsterInstance.from_config(str(work / "dagster_home")) as instance:

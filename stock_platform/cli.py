@@ -14,6 +14,8 @@ SUBCOMMANDS = {
     ),
     "produce": ("stock_platform.producer.cli", "publish quotes (Finnhub, simulated or replayed) to Kafka"),
     "services": ("stock_platform.services.manage", "start, stop or show the local Kafka and S3 servers"),
+    "topic": ("stock_platform.producer.topic_cli", "create the quote and DLQ topics, or fix the quote topic"),
+    "rebuild": ("stock_platform.ingestion.rebuild", "rebuild the raw table, silver and gold from the lake"),
 }
 
 

@@ -1,7 +1,8 @@
 """The quote record: the one contract shared by the producer, the ingestion assets and dbt.
 
 A record is one Finnhub ``/quote`` answer for one symbol, plus where and when it was fetched. It travels
-as compact JSON: Kafka key = symbol, Kafka message timestamp = ``fetched_at``. The same validation runs
+as compact JSON with Kafka key = symbol; the broker stamps each message with its append time
+(LogAppendTime), which decides its minute. ``fetched_at`` and ``t`` are data. The same validation runs
 in the producer (before publishing) and in ingestion (before loading), so a record that one accepts the
 other accepts too.
 """
@@ -22,22 +23,37 @@ RECORD_FIELDS = (
     "schema_version",
     "symbol",
     *FINNHUB_FIELDS,
-    "fetched_at",  # UTC epoch milliseconds; also the Kafka message timestamp
+    "fetched_at",  # UTC epoch milliseconds on the producer's clock: data, not the record's minute
     "source",  # finnhub | simulated | replay
     "producer_run_id",
     "seq",  # per producer run, strictly increasing: (producer_run_id, seq) identifies a record
 )
 
 # Exchange tickers: letters, digits and the class/suffix separators Finnhub uses (BRK.B, RDS-A, 7203.T).
-SYMBOL_PATTERN = re.compile(r"^[A-Z0-9][A-Z0-9.\-:]{0,19}$")
+# Anchored with \Z, not $: "$" also matches before a trailing line break, and "AAPL\n" would become a
+# second ticker in silver and gold.
+SYMBOL_PATTERN = re.compile(r"[A-Z0-9][A-Z0-9.\-:]{0,19}\Z")
 SOURCES = ("finnhub", "simulated", "replay")
 # An id, not free text: a lone UTF-16 surrogate escape ("\ud800") is valid JSON to Python but makes
 # DuckDB refuse the whole minute's file, and control characters have no business in an id.
-RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9._\-]{1,64}\Z")
 MAX_RECORD_BYTES = 4096
-# How far apart two clocks may be: fetched_at and the Kafka message timestamp (equal when the producer
-# sets it, a delivery latency apart on a LogAppendTime topic), and Finnhub's quote time and fetched_at.
+# How much later than fetched_at Finnhub's quote time may be (two clocks that should agree).
 CLOCK_TOLERANCE_MS = 300_000
+
+# Plausibility bounds: no accepted record can make an aggregate infinite or undefined. A price is within
+# [MIN_PRICE, MAX_PRICE] (a sub-penny stock to ten times Berkshire's A share), so a log return is within
+# +-ln(MAX_PRICE / MIN_PRICE) ~ 25 and a sum of a billion prices stays finite. The change fields are
+# bounded by what two such prices can differ by. Times are within [2000-01-01, 2100-01-01),
+# which every warehouse's timestamp type holds.
+MIN_PRICE = 0.0001
+MAX_PRICE = 10_000_000.0
+MAX_CHANGE = MAX_PRICE
+MAX_CHANGE_PCT = 100 * MAX_PRICE / MIN_PRICE  # 1e13: from the lowest price to the highest
+MIN_EPOCH_S = 946_684_800  # 2000-01-01T00:00:00Z
+MAX_EPOCH_S = 4_102_444_800  # 2100-01-01T00:00:00Z
+MIN_EPOCH_MS = MIN_EPOCH_S * 1000
+MAX_EPOCH_MS = MAX_EPOCH_S * 1000
 
 
 class InvalidQuote(ValueError):
@@ -75,50 +91,82 @@ def validate_finnhub_quote(quote: Mapping[str, Any]) -> None:
     try:
         c, d, dp, h, l, o, pc, t = [_number(quote, f) for f in FINNHUB_FIELDS]  # noqa: E741
     except (KeyError, InvalidQuote) as exc:
-        if all(quote.get(f) in (0, None) for f in FINNHUB_FIELDS) and any(f in quote for f in PRICE_FIELDS):
+        if all(_is_zero_or_null(quote.get(f)) for f in FINNHUB_FIELDS) and any(
+            f in quote for f in PRICE_FIELDS
+        ):
             raise InvalidQuote("all-zero quote (Finnhub's answer for an unknown symbol)") from None
         missing = [f for f in FINNHUB_FIELDS if quote.get(f) is None]
         if missing:
             raise InvalidQuote(f"missing field(s): {', '.join(missing)}") from None
         raise exc
-    if c > 0 and h > 0 and l > 0 and o > 0 and pc > 0 and h >= l and t > 0:
+    if (
+        MIN_PRICE <= l <= h <= MAX_PRICE
+        and MIN_PRICE <= c <= MAX_PRICE
+        and MIN_PRICE <= o <= MAX_PRICE
+        and MIN_PRICE <= pc <= MAX_PRICE
+        and -MAX_CHANGE <= d <= MAX_CHANGE
+        and -MAX_CHANGE_PCT <= dp <= MAX_CHANGE_PCT
+        and type(t) is int
+        and MIN_EPOCH_S <= t < MAX_EPOCH_S
+    ):
         return
     if not (c or d or dp or h or l or o or pc or t):
         raise InvalidQuote("all-zero quote (Finnhub's answer for an unknown symbol)")
     for f, v in zip(PRICE_FIELDS, (c, h, l, o, pc), strict=True):
         if v <= 0:
             raise InvalidQuote(f"price field {f!r} must be positive, got {float(v)!r}")
+        if not MIN_PRICE <= v <= MAX_PRICE:
+            raise InvalidQuote(f"price field {f!r} is outside [{MIN_PRICE:g}, {MAX_PRICE:g}]: {float(v)!r}")
     if h < l:
         raise InvalidQuote(f"high {float(h)} is below low {float(l)}")
-    raise InvalidQuote(f"quote time 't' must be positive epoch seconds, got {t!r}")
+    if not -MAX_CHANGE <= d <= MAX_CHANGE:
+        raise InvalidQuote(f"field 'd' is outside [-{MAX_CHANGE:g}, {MAX_CHANGE:g}]")
+    if not -MAX_CHANGE_PCT <= dp <= MAX_CHANGE_PCT:
+        raise InvalidQuote(f"field 'dp' is outside [-{MAX_CHANGE_PCT:g}, {MAX_CHANGE_PCT:g}]")
+    if type(t) is not int:
+        raise InvalidQuote(f"quote time 't' must be an integer (epoch seconds), got {t!r}")
+    raise InvalidQuote(f"quote time 't' must be epoch seconds in [{MIN_EPOCH_S}, {MAX_EPOCH_S}), got {t!r}")
+
+
+def _is_zero_or_null(value: Any) -> bool:
+    return value is None or (type(value) in (int, float) and value == 0)
 
 
 def validate_record(record: Mapping[str, Any]) -> None:
-    """Raise InvalidQuote unless ``record`` is a complete, well-typed quote record."""
+    """Raise InvalidQuote unless ``record`` is a complete, well-typed, plausible quote record."""
     if not isinstance(record, Mapping):
         raise InvalidQuote(f"record must be a JSON object, got {type(record).__name__}")
     if record.keys() != _RECORD_FIELD_SET:
         missing = [f for f in RECORD_FIELDS if f not in record]
         if missing:
             raise InvalidQuote(f"missing field(s): {', '.join(missing)}")
-        extra = sorted(set(record) - _RECORD_FIELD_SET)
-        raise InvalidQuote(f"unexpected field(s): {', '.join(extra)}")
-    if record["schema_version"] != SCHEMA_VERSION:
-        raise InvalidQuote(f"unsupported schema_version {record['schema_version']!r}")
+        extra = sorted(map(str, set(record) - _RECORD_FIELD_SET))
+        raise InvalidQuote(f"unexpected field(s): {', '.join(extra)[:200]}")
+    version = record["schema_version"]
+    if type(version) is not int or version != SCHEMA_VERSION:
+        raise InvalidQuote(f"unsupported schema_version {_shown(version)}")
     symbol = record["symbol"]
     if type(symbol) is not str or not SYMBOL_PATTERN.match(symbol):
-        raise InvalidQuote(f"symbol {symbol!r} is not a ticker (A-Z, 0-9, '.', '-', ':', at most 20)")
+        raise InvalidQuote(
+            f"symbol {_shown(symbol)} is not a ticker (A-Z, 0-9, '.', '-', ':', at most 20, nothing else)"
+        )
     validate_finnhub_quote(record)
     for f in ("fetched_at", "seq"):
         value = record[f]
         if type(value) is not int or not 0 <= value < _INT_LIMIT:
             shown = repr(value) if type(value) is not int or value < _INT_LIMIT else "beyond 64 bits"
-            raise InvalidQuote(f"field {f!r} must be a non-negative integer, got {shown}")
+            raise InvalidQuote(f"field {f!r} must be a non-negative integer, got {shown[:40]}")
+    fetched_at = record["fetched_at"]
+    if not MIN_EPOCH_MS <= fetched_at < MAX_EPOCH_MS:
+        raise InvalidQuote(
+            f"field 'fetched_at' must be epoch milliseconds in [{MIN_EPOCH_MS}, {MAX_EPOCH_MS})"
+        )
     # Finnhub's t is the last trade, so it may be days old (a weekend, a halted symbol, a replay) but
     # never later than the fetch that returned it.
-    if record["t"] * 1000 > record["fetched_at"] + CLOCK_TOLERANCE_MS:
+    if record["t"] * 1000 > fetched_at + CLOCK_TOLERANCE_MS:
         raise InvalidQuote(f"quote time 't' is more than {CLOCK_TOLERANCE_MS // 1000} s after fetched_at")
-    if record["source"] not in _SOURCE_SET:
+    source = record["source"]
+    if type(source) is not str or source not in _SOURCE_SET:
         raise InvalidQuote(f"field 'source' must be one of {', '.join(SOURCES)}")
     run_id = record["producer_run_id"]
     if type(run_id) is not str or not RUN_ID_PATTERN.match(run_id):
@@ -127,15 +175,36 @@ def validate_record(record: Mapping[str, Any]) -> None:
         )
 
 
+def _shown(value: Any) -> str:
+    """A value for a reason: short, whatever it is (a reason must never be megabytes of payload)."""
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else "a huge integer"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def encode_record(record: Mapping[str, Any]) -> bytes:
     """Compact JSON, the wire form of a record."""
     return json.dumps(record, separators=(",", ":"), allow_nan=False).encode()
 
 
 def decode_record(value: bytes | None) -> dict[str, Any]:
-    """Parse and validate one Kafka message value; raise InvalidQuote with the reason if it is bad."""
+    """Parse and validate one Kafka message value; raise InvalidQuote with the reason if it is bad.
+
+    Whatever the input, this returns a record or raises InvalidQuote, never anything else (fuzzed in
+    stock_platform_tests/test_quotes.py): one record the decoder cannot handle must not fail a minute.
+    """
+    try:
+        return _decode_record(value)
+    except InvalidQuote:
+        raise
+    except Exception as exc:  # deep nesting (RecursionError), or anything a future rule overlooks
+        raise InvalidQuote(f"undecodable record ({type(exc).__name__})") from None
+
+
+def _decode_record(value: bytes | None) -> dict[str, Any]:
     if value is None:
         raise InvalidQuote("empty message (tombstone)")
+    if type(value) is not bytes:
+        raise InvalidQuote(f"message value must be bytes, got {type(value).__name__}")
     if len(value) > MAX_RECORD_BYTES:
         raise InvalidQuote(f"message of {len(value)} bytes exceeds {MAX_RECORD_BYTES}")
     try:
@@ -155,19 +224,17 @@ def decode_record(value: bytes | None) -> dict[str, Any]:
     return record
 
 
-def decode_message(value: bytes | None, timestamp_ms: int) -> dict[str, Any]:
-    """decode_record for a consumed Kafka message: also refuses a ``fetched_at`` that disagrees with the
-    message timestamp, which is what assigns the record to its minute."""
+def decode_message(value: bytes | None, key: bytes | None) -> dict[str, Any]:
+    """decode_record for a consumed Kafka message, which must also be keyed by its symbol.
+
+    The producer keys each record by its symbol so that one symbol's quotes stay in one Kafka partition,
+    in order. A record under another key (or none) came from something else writing to the topic: it is
+    refused, since what it claims about its symbol cannot be trusted.
+    """
     record = decode_record(value)
-    skew = record["fetched_at"] - timestamp_ms
-    if skew > CLOCK_TOLERANCE_MS:
-        raise InvalidQuote(
-            f"fetched_at is more than {CLOCK_TOLERANCE_MS // 1000} s after the Kafka timestamp"
-        )
-    if skew < -CLOCK_TOLERANCE_MS:
-        raise InvalidQuote(
-            f"fetched_at is more than {CLOCK_TOLERANCE_MS // 1000} s before the Kafka timestamp"
-        )
+    if key != record["symbol"].encode():
+        shown = "no key" if not key else f"key {_shown(key)[1:]}"
+        raise InvalidQuote(f"Kafka message has {shown}, not the record's symbol {record['symbol']!r}")
     return record
 
 

@@ -86,6 +86,28 @@ def prepare_dagster_home(dagster_home: Path) -> None:
         instance.get_latest_materialization_event(dg.AssetKey("stock_quotes_topic"))
 
 
+def ensure_quote_topics(env: dict[str, str]) -> bool:
+    """The quote topic with the broker's append time, and the DLQ topic, before anything reads or writes
+    them (the producer would create them too, but Dagster starts at the same time); False on failure."""
+    from confluent_kafka import KafkaException
+
+    from stock_platform.producer import topic_cli
+    from stock_platform.producer.publisher import KafkaUnreachable
+
+    try:
+        lines = topic_cli.ensure_from_settings(topic_cli.settings(env), connect_timeout=30.0)
+    except (ValueError, KafkaUnreachable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return False
+    except KafkaException as exc:
+        print(f"error: Kafka refused to create or configure the quote topics: {topic_cli.kafka_error(exc)}",
+              file=sys.stderr)  # fmt: skip
+        return False
+    for line in lines:
+        print(line)
+    return True
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=3000, help="Dagster UI port on 127.0.0.1")
     parser.add_argument("--kafka-port", type=int, default=9092)
@@ -195,6 +217,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     env = platform_env(home, kafka_settings)
+    if not ensure_quote_topics(env):
+        if not kafka_was_running:
+            manage.down(["kafka"], home)
+        return 1
     prepare_dagster_home(Path(env["DAGSTER_HOME"]))
     # This process reads the same instance to follow the runs.
     os.environ["DAGSTER_HOME"] = env["DAGSTER_HOME"]

@@ -4,19 +4,15 @@ warehouse file, talking to the session's Kafka broker."""
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 
-from confluent_kafka.admin import AdminClient, NewTopic
-
 from stock_platform.runner import platform_defaults, prepare_dagster_home
+from stock_platform_tests.kafka_topics import create_topic
 
 
 def isolated_platform_env(bootstrap_servers: str, home: Path, partitions: int, prefix: str) -> dict[str, str]:
     """Create a fresh topic and Dagster home under ``home``; return the environment for Dagster processes."""
-    topic = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
-    admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(30)
+    topic = create_topic(bootstrap_servers, prefix, partitions, append_time=True)
     settings = platform_defaults(home, {"KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers})
     prepare_dagster_home(Path(settings["DAGSTER_HOME"]))
     # The test's own values win over whatever the calling shell has set.

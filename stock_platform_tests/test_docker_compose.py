@@ -8,6 +8,7 @@ secrets are never literal nor defaulted; the Dagster instance config in docker/ 
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +192,55 @@ def test_kafka_is_a_single_kraft_node(services: dict[str, dict[str, Any]]) -> No
     assert kafka["image"].startswith("apache/kafka:4.")
     assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert kafka["environment"]["KAFKA_CONTROLLER_QUORUM_VOTERS"] == "1@kafka:29093"
+
+
+def shell_commands(script: str) -> list[list[str]]:
+    """The commands of a compose shell script: continuation lines joined, each split into words, and the
+    script's own variables (``topics=...``, used as ``$$topics``) expanded in the command's name."""
+    assigned: dict[str, str] = {}
+    commands = []
+    for line in script.replace("\\\n", " ").splitlines():
+        words = shlex.split(line)
+        if len(words) == 1 and re.fullmatch(r"[a-z_]+=\S+", words[0]):
+            name, value = words[0].split("=", 1)
+            assigned[f"$${name}"] = value
+        elif words:
+            commands.append([assigned.get(words[0], words[0]), *words[1:]])
+    return commands
+
+
+def option_values(command: list[str], option: str) -> list[str]:
+    return [command[i + 1] for i, word in enumerate(command[:-1]) if word == option]
+
+
+def test_kafka_init_gives_the_quote_topic_the_brokers_append_time(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """A minute partition is the broker's arrival minute: the quote topic must use LogAppendTime, whether
+    kafka-init creates it or finds it (created by an older kafka-init, or by hand)."""
+    init = services["kafka-init"]
+    assert init["entrypoint"][:2] == ["/bin/bash", "-euc"]  # -e: a failed step fails the one-shot
+    commands = shell_commands(init["command"][0])
+    creates = {
+        option_values(c, "--topic")[0]: c
+        for c in commands
+        if c[0].endswith("kafka-topics.sh") and "--create" in c
+    }
+    assert set(creates) == {"$$KAFKA_TOPIC", "$$KAFKA_DLQ_TOPIC"}
+    quote_configs = option_values(creates["$$KAFKA_TOPIC"], "--config")
+    assert "message.timestamp.type=LogAppendTime" in quote_configs
+    assert "retention.ms=5184000000" in quote_configs  # 60 days, the partitions' moving start
+    assert option_values(creates["$$KAFKA_TOPIC"], "--partitions") == ["$$KAFKA_TOPIC_PARTITIONS"]
+    # An existing topic is switched too (--create --if-not-exists leaves its config alone).
+    [alter] = [c for c in commands if c[0] == "/opt/kafka/bin/kafka-configs.sh"]
+    assert alter[1:] == [
+        "--bootstrap-server", "kafka:19092", "--alter", "--entity-type", "topics",
+        "--entity-name", "$$KAFKA_TOPIC", "--add-config", "message.timestamp.type=LogAppendTime",
+    ]  # fmt: skip
+    # The switch comes after the create, so it always finds the topic.
+    assert commands.index(alter) > commands.index(creates["$$KAFKA_TOPIC"])
+    # The dead-letter topic's records are placed by nothing: it keeps Kafka's default stamps.
+    assert not any("message.timestamp" in v for v in option_values(creates["$$KAFKA_DLQ_TOPIC"], "--config"))
 
 
 def test_code_location_serves_the_definitions_module(services: dict[str, dict[str, Any]]) -> None:

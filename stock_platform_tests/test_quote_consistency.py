@@ -6,6 +6,9 @@ import pytest
 
 from stock_platform.quotes import (
     CLOCK_TOLERANCE_MS,
+    MAX_CHANGE,
+    MAX_PRICE,
+    MIN_PRICE,
     InvalidQuote,
     decode_message,
     decode_record,
@@ -16,21 +19,29 @@ from stock_platform_tests.test_quotes import GOOD
 FETCHED = GOOD["fetched_at"]
 
 
-@pytest.mark.parametrize("skew_ms", [0, CLOCK_TOLERANCE_MS, -CLOCK_TOLERANCE_MS])
-def test_fetched_at_within_the_tolerance_of_the_kafka_timestamp_is_kept(skew_ms):
-    assert decode_message(encode_record(GOOD), FETCHED - skew_ms) == GOOD
+def test_a_message_keyed_by_its_symbol_is_kept():
+    assert decode_message(encode_record(GOOD), b"AAPL") == GOOD
 
 
 @pytest.mark.parametrize(
-    ("timestamp_ms", "reason"),
+    ("key", "reason"),
     [
-        (FETCHED - CLOCK_TOLERANCE_MS - 1, "fetched_at is more than 300 s after the Kafka timestamp"),
-        (FETCHED + CLOCK_TOLERANCE_MS + 1, "fetched_at is more than 300 s before the Kafka timestamp"),
+        (b"MSFT", "Kafka message has key 'MSFT', not the record's symbol 'AAPL'"),
+        (b"aapl", "Kafka message has key 'aapl', not the record's symbol 'AAPL'"),
+        (None, "Kafka message has no key, not the record's symbol 'AAPL'"),
+        (b"", "Kafka message has no key, not the record's symbol 'AAPL'"),
     ],
 )
-def test_fetched_at_far_from_the_kafka_timestamp_is_refused(timestamp_ms, reason):
+def test_a_message_keyed_otherwise_is_refused(key, reason):
     with pytest.raises(InvalidQuote, match=f"^{reason}$"):
-        decode_message(encode_record(GOOD), timestamp_ms)
+        decode_message(encode_record(GOOD), key)
+
+
+@pytest.mark.parametrize("skew_ms", [-86_400_000, -CLOCK_TOLERANCE_MS - 1, 3_600_000, 86_400_000])
+def test_a_skewed_producer_clock_is_data_not_a_reason_to_refuse(skew_ms):
+    # The minute is the broker's append time; fetched_at is what the producer's clock said.
+    skewed = {**GOOD, "fetched_at": FETCHED + skew_ms, "t": (FETCHED + skew_ms) // 1000}
+    assert decode_message(encode_record(skewed), b"AAPL") == skewed
 
 
 def test_quote_time_may_be_old_but_not_after_the_fetch():
@@ -92,6 +103,28 @@ def test_values_the_warehouse_cannot_hold_faithfully_are_refused(changes, reason
     assert reason in str(refused.value)
 
 
-def test_largest_64_bit_values_pass():
-    record = {**GOOD, "c": 2**63 - 1, "h": 2**63 - 1, "seq": 2**63 - 1}
+@pytest.mark.parametrize("price", [MIN_PRICE, 1.0, MAX_PRICE, int(MAX_PRICE)])
+def test_prices_at_the_plausibility_bounds_pass(price):
+    record = {**GOOD, "c": price, "h": MAX_PRICE, "l": MIN_PRICE, "o": price, "pc": price, "seq": 2**63 - 1}
     assert decode_record(encode_record(record)) == record
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"c": MAX_PRICE * 1.000001}, "price field 'c' is outside [0.0001, 1e+07]"),
+        ({"l": MIN_PRICE / 2}, "price field 'l' is outside [0.0001, 1e+07]"),
+        ({"pc": 1e308}, "price field 'pc' is outside [0.0001, 1e+07]"),
+        ({"d": -MAX_CHANGE * 2}, "field 'd' is outside"),
+        ({"dp": 1e300}, "field 'dp' is outside"),
+        ({"t": 4_102_444_800}, "quote time 't' must be epoch seconds in [946684800, 4102444800)"),
+        ({"t": 1.0e9}, "quote time 't' must be an integer"),
+        ({"schema_version": 1.0}, "unsupported schema_version 1.0"),
+        ({"symbol": "AAPL\n"}, "symbol 'AAPL\\n' is not a ticker"),
+        ({"producer_run_id": "run-1\n"}, "field 'producer_run_id' must be a non-empty string"),
+    ],
+)
+def test_implausible_or_inexact_values_are_refused(changes, reason):
+    with pytest.raises(InvalidQuote) as refused:
+        decode_record(encode_record({**GOOD, **changes}))
+    assert reason in str(refused.value)

@@ -81,3 +81,75 @@ def test_any_consistent_quote_is_accepted(c, o, pc, spread):
     record = {**GOOD, "c": c, "o": o, "pc": pc, "h": high, "l": low, "d": c - pc, "dp": 100 * (c - pc) / pc}
     validate_record(record)
     assert decode_record(encode_record(record)) == record
+
+
+# ------------------------------------------------------------------------------------------------ fuzzing
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+
+
+def _mutated(draw: st.DrawFn) -> dict:
+    record = dict(GOOD)
+    for field in draw(st.lists(st.sampled_from(sorted(GOOD)), max_size=4, unique=True)):
+        action = draw(st.sampled_from(["replace", "delete", "near"]))
+        if action == "delete":
+            del record[field]
+        elif action == "near" and isinstance(GOOD[field], int | float) and not isinstance(GOOD[field], bool):
+            # Values at and around the bounds, of both JSON number types.
+            record[field] = draw(
+                st.sampled_from([0, -1, 1, 0.5, 1e-4, 1e7, 1e7 + 1, 2**63, 1e308, 946_684_800, 4_102_444_800])
+            )
+        else:
+            record[field] = draw(json_values)
+    for _ in range(draw(st.integers(0, 1))):
+        record[draw(st.text(max_size=6))] = draw(json_values)
+    return record
+
+
+mutated_records = st.composite(_mutated)()
+
+
+def _assert_decodes_or_refuses(value: bytes | None) -> None:
+    try:
+        record = decode_record(value)
+    except InvalidQuote as exc:
+        assert str(exc) and len(str(exc)) < 400  # a reason, short whatever the input
+        return
+    # Anything accepted is a record no aggregate can turn infinite, and it survives a round trip.
+    assert set(record) == set(GOOD)
+    assert all(type(record[f]) is int for f in ("schema_version", "t", "fetched_at", "seq"))
+    for f in ("c", "h", "l", "o", "pc"):
+        assert type(record[f]) in (int, float) and 1e-4 <= record[f] <= 1e7
+    assert record["symbol"] == record["symbol"].strip() and record["symbol"].isprintable()
+    assert decode_record(encode_record(record)) == record
+
+
+@given(st.binary(max_size=512))
+def test_any_bytes_decode_or_are_refused(value):
+    _assert_decodes_or_refuses(value)
+
+
+@given(json_values)
+def test_any_json_decodes_or_is_refused(value):
+    _assert_decodes_or_refuses(json.dumps(value).encode())
+
+
+@given(mutated_records)
+def test_any_mutation_of_a_good_record_decodes_or_is_refused(record):
+    _assert_decodes_or_refuses(json.dumps(record).encode())
+
+
+@given(st.integers(min_value=900, max_value=2040), st.sampled_from([b"[", b'{"a":']))
+def test_nesting_past_the_recursion_limit_is_refused(depth, opener):
+    closer = b"]" if opener == b"[" else b"}"
+    value = opener * depth + b"1" + closer * depth
+    if len(value) <= 4096:
+        _assert_decodes_or_refuses(value)

@@ -48,6 +48,17 @@ CREATE TABLE IF NOT EXISTS STOCK_PLATFORM.BRONZE.BRONZE_STOCK_QUOTES_RAW (
   V VARIANT
 ) COMMENT = 'stock_platform raw quotes: one row per Kafka record, replaced per minute';
 
+-- The ledger of loaded minutes, written in the same transaction as each load: what tells a minute loaded
+-- with 0 rows from one never loaded, and what the check warehouse_has_every_lake_minute compares with
+-- the lake (`stock-platform rebuild` reloads what it lacks).
+CREATE TABLE IF NOT EXISTS STOCK_PLATFORM.BRONZE.BRONZE_RAW_LOADED_MINUTES (
+  TOPIC STRING NOT NULL,
+  MINUTE TIMESTAMP_NTZ NOT NULL,
+  OBJECT_KEY STRING,
+  ROW_COUNT NUMBER NOT NULL,
+  LOADED_AT TIMESTAMP_NTZ NOT NULL
+) COMMENT = 'stock_platform: one row per (topic, minute) loaded into BRONZE_STOCK_QUOTES_RAW';
+
 -- 4. Grants: exactly what the load needs --------------------------------------------------------
 GRANT USAGE ON WAREHOUSE STOCK_PLATFORM_WH TO ROLE STOCK_PLATFORM_LOADER;
 GRANT USAGE ON DATABASE STOCK_PLATFORM TO ROLE STOCK_PLATFORM_LOADER;
@@ -56,5 +67,7 @@ GRANT USAGE ON SCHEMA STOCK_PLATFORM.BRONZE TO ROLE STOCK_PLATFORM_LOADER;
 GRANT READ, WRITE ON STAGE STOCK_PLATFORM.BRONZE.STOCK_QUOTES_STAGE TO ROLE STOCK_PLATFORM_LOADER;
 -- COPY INTO needs INSERT; the idempotent re-load deletes the minute first, and SELECT counts the rows.
 GRANT SELECT, INSERT, DELETE ON TABLE STOCK_PLATFORM.BRONZE.BRONZE_STOCK_QUOTES_RAW
+  TO ROLE STOCK_PLATFORM_LOADER;
+GRANT SELECT, INSERT, DELETE ON TABLE STOCK_PLATFORM.BRONZE.BRONZE_RAW_LOADED_MINUTES
   TO ROLE STOCK_PLATFORM_LOADER;
 -- dbt (silver/gold) gets its own role and grants in its setup script; the loader creates nothing.

@@ -13,6 +13,7 @@ from typing import Any
 
 import dagster as dg
 
+from stock_platform.ingestion import lake
 from stock_platform.ingestion.minute_object import (
     MinuteObjectStats,
     staging_paths,
@@ -25,7 +26,7 @@ from stock_platform.ingestion.object_keys import (
     minute_iso,
     raw_object_key,
 )
-from stock_platform.partitions import CATCH_UP_POLICY, minute_partitions
+from stock_platform.partitions import CATCH_UP_POLICY, minute_key, minute_partitions
 from stock_platform.resources.kafka import (
     EarlierRecordsPending,
     KafkaResource,
@@ -33,6 +34,7 @@ from stock_platform.resources.kafka import (
     MinuteBatch,
     MinuteNotClosed,
     RecordsDeleted,
+    TopicMisconfigured,
 )
 from stock_platform.resources.kafka_reader import split_ranges
 from stock_platform.resources.object_store import ObjectNotFound, ObjectStore, ObjectStoreUnavailable
@@ -60,7 +62,8 @@ stock_quotes_topic = dg.AssetSpec(
     kinds={"kafka"},
     description=(
         "The Kafka topic of quote records (one message per Finnhub quote of one symbol, keyed by symbol, "
-        "timestamped when fetched). Written by the producer, outside Dagster; its consumer lag is observed."
+        "stamped by the broker when appended: LogAppendTime). Written by the producer, outside Dagster; "
+        "its consumer lag is observed."
     ),
 )
 
@@ -73,6 +76,17 @@ ROWS_MATCH_OBJECT = dg.AssetCheckSpec(
     "rows_match_raw_object",
     asset="raw_quote_table",
     description="The minute's rows in the raw table equal the rows of its raw object.",
+)
+LAKE_MINUTES_LOADED = dg.AssetCheckSpec(
+    "warehouse_has_every_lake_minute",
+    asset="raw_quote_table",
+    description=(
+        "After the run's commit, every minute the lake holds a raw object for, in the 24 h before the "
+        "run's first minute, is in the warehouse's ledger of loaded minutes. Fails (ERROR) when the "
+        "warehouse lost minutes (a deleted or restored file, a dropped table): rebuild them from the lake "
+        "with `stock-platform rebuild --from FIRST --to LAST` (the metadata names the range); "
+        "`stock-platform rebuild --check` compares the whole lake."
+    ),
 )
 
 
@@ -131,12 +145,23 @@ def kafka_quote_batch(
     context: dg.AssetExecutionContext, kafka: KafkaResource, object_store: ObjectStore
 ) -> dg.MaterializeResult:
     """The minute's Kafka batch: for each Kafka partition, the offset range [start, end) of the records
-    whose message timestamps fall in the minute, found with offsets_for_times. Stored as a small JSON
-    manifest in the object store, which the raw object then reads. A minute still open is refused."""
+    the broker appended during the minute (LogAppendTime), found with offsets_for_times. Stored as a
+    small JSON manifest in the object store, which the raw object then reads. A minute still open is
+    refused, and so is a topic whose records carry their producers' clocks."""
     started = time.perf_counter()
     keys = context.partition_keys
+    _require_append_time(kafka)
+    window_start = minute_key(minute_partitions.start)
     with kafka.consumer() as consumer:  # one connection for all the run's minutes
-        batches = [_minute_batch(kafka, key, consumer) for key in keys]
+        batches = [
+            _minute_batch(
+                kafka,
+                key,
+                consumer,
+                floor=_window_floor(kafka, object_store, consumer, key) if key == window_start else None,
+            )
+            for key in keys
+        ]
     for batch in batches:
         with _object_store_outage_fails_the_step():
             object_store.put_bytes(batch_manifest_key(kafka.topic, batch.partition_key), batch.to_json())
@@ -160,10 +185,39 @@ def kafka_quote_batch(
     )
 
 
-def _minute_batch(kafka: KafkaResource, key: str, consumer: Any) -> MinuteBatch:
+def _require_append_time(kafka: KafkaResource) -> None:
+    try:
+        kafka.require_append_time()
+    except TopicMisconfigured as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+    except KafkaUnavailable as exc:
+        raise dg.Failure(description=str(exc)) from exc
+
+
+def _window_floor(kafka: KafkaResource, object_store: ObjectStore, consumer: Any, key: str) -> dict[int, int]:
+    """Where the first minute of the partitions window starts reading: at the group's position when
+    records appended before the window were never ingested (no minute of the window holds them
+    otherwise), or where an earlier run of the minute started, so a re-run reads the same records."""
+    try:
+        floor = kafka.positions(consumer)
+    except KafkaUnavailable as exc:
+        raise dg.Failure(description=str(exc)) from exc
+    try:
+        with _object_store_outage_fails_the_step():
+            earlier = MinuteBatch.from_json(object_store.get_bytes(batch_manifest_key(kafka.topic, key)))
+    except ObjectNotFound:
+        return floor
+    for r in earlier.ranges:
+        floor[r.partition] = min(floor.get(r.partition, r.start), r.start)
+    return floor
+
+
+def _minute_batch(
+    kafka: KafkaResource, key: str, consumer: Any, floor: dict[int, int] | None = None
+) -> MinuteBatch:
     """The minute's Kafka batch, with Kafka's errors turned into the step failures users see."""
     try:
-        return kafka.minute_batch(key, consumer=consumer)
+        return kafka.minute_batch(key, consumer=consumer, floor=floor)
     except MinuteNotClosed as exc:
         raise dg.Failure(description=f"Refusing an open minute: {exc}", allow_retries=False) from exc
     except RecordsDeleted as exc:
@@ -222,6 +276,11 @@ def raw_quote_object(
     (raw/<topic>/date=…/hour=…/<minute>.ndjson.gz); each line is an envelope holding one valid quote
     record with its minute and Kafka partition/offset. Records failing validation go to the minute's
     dead-letter object with their reason. Published whole, never partially visible."""
+    # Staging files have random names: one left by a killed run (SIGKILL, OOM, a lost worker) is removed
+    # here once it is older than any live run keeps one (ObjectStore.staging_max_age_seconds).
+    stale_removed = object_store.remove_stale_staging()
+    if stale_removed:
+        context.log.info(f"removed {stale_removed} stale staging file(s)/folder(s) left by killed runs")
     totals: dict[str, Any] = {"rows": 0, "dead": 0, "bytes": 0, "read_s": 0.0, "publish_s": 0.0}
     minutes: dict[str, Any] = {}
     reasons: dict[str, int] = {}
@@ -286,6 +345,7 @@ def raw_quote_object(
         "max_event_time": _iso(high) or "",
         "read_duration_s": dg.MetadataValue.float(totals["read_s"]),
         "publish_duration_s": dg.MetadataValue.float(totals["publish_s"]),
+        "stale_staging_removed": dg.MetadataValue.int(stale_removed),
     }
     if len(minutes) > 1:
         metadata["minutes"] = dg.MetadataValue.json({k: minutes[k] for k in ends_only(list(minutes))})
@@ -310,15 +370,16 @@ def raw_quote_object(
     backfill_policy=CATCH_UP_POLICY,
     pool="warehouse_writes",
     retry_policy=WAREHOUSE_RETRY,
-    check_specs=[ROWS_MATCH_OBJECT],
+    check_specs=[ROWS_MATCH_OBJECT, LAKE_MINUTES_LOADED],
 )
 def raw_quote_table(
     context: dg.AssetExecutionContext, kafka: KafkaResource, object_store: ObjectStore, warehouse: Warehouse
 ) -> dg.MaterializeResult:
     """The minute's slice of the raw table: one row per envelope of the minute's raw object (DuckDB:
     bronze_stock_quotes_raw(v JSON + lineage columns); Snowflake: BRONZE_STOCK_QUOTES_RAW(V VARIANT)).
-    A re-run replaces the minute in one transaction. After the load commits, the ingest consumer group's
-    offsets move to the minute's end (never backwards)."""
+    A re-run replaces the minute's slice of the topic, and its row in the ledger of loaded minutes, in one
+    transaction. After the load commits, the ingest consumer group's offsets move to the minute's end
+    (never backwards); then warehouse_has_every_lake_minute compares the lake with the ledger."""
     started = time.perf_counter()
     expected: dict[str, int] = {}
     starts: dict[int, int] = {}
@@ -370,6 +431,39 @@ def raw_quote_table(
                 check_name=ROWS_MATCH_OBJECT.name,
                 passed=not mismatched,
                 metadata={"mismatched_minutes": dg.MetadataValue.json(mismatched)},
-            )
+            ),
+            _lake_minutes_check(context, object_store, warehouse, kafka.topic, min(context.partition_keys)),
         ],
+    )
+
+
+def _lake_minutes_check(
+    context: dg.AssetExecutionContext,
+    object_store: ObjectStore,
+    warehouse: Warehouse,
+    topic: str,
+    first_key: str,
+) -> dg.AssetCheckResult:
+    """warehouse_has_every_lake_minute, evaluated after the commit. A failure is a check result, never
+    an exception: the run's minutes are loaded and committed, and later minutes keep loading."""
+    try:
+        result = lake.check_before(object_store, warehouse, topic, first_key)
+    except Exception as exc:  # the comparison could not be made (object store down, say): say so
+        context.log.warning(
+            f"{LAKE_MINUTES_LOADED.name} could not compare the lake with the warehouse: {exc}"
+        )
+        return dg.AssetCheckResult(
+            check_name=LAKE_MINUTES_LOADED.name,
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=f"Could not compare the lake with the warehouse: {type(exc).__name__}: {exc}",
+        )
+    if not result.passed:
+        context.log.error(result.summary())
+    return dg.AssetCheckResult(
+        check_name=LAKE_MINUTES_LOADED.name,
+        passed=result.passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=result.summary(),
+        metadata=result.metadata(),
     )

@@ -222,7 +222,7 @@ class ChunkEncoder:
                 span.last_offset = offset
                 span.records += 1
             try:
-                record = decode_message(value, timestamp)
+                record = decode_message(value, message.key())
             except InvalidQuote as exc:
                 rejected.append(dead_letter_line(self.minute_iso, self.topic, message, str(exc)))
                 stats.reasons[str(exc)] += 1

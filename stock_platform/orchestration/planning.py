@@ -149,9 +149,12 @@ def plan_runs(
     if first_pending_ms is None:
         return Plan((), cursor, "no lag: the ingest group has committed every record")
     first = minute_key_from_ms(first_pending_ms)
-    if earliest_key is not None and first < earliest_key:
-        # Records older than the partitions definition cannot become runs; start at its first minute.
-        first = earliest_key
+    before_window = earliest_key is not None and first < earliest_key
+    if before_window:
+        # Records appended before the partitions window have no minute of their own: the window's first
+        # minute takes them in (kafka_quote_batch reads it from the group's position), so it must run
+        # even if none of its own records exist.
+        first = earliest_key  # type: ignore[assignment]
     last = last_closed_minute(now_ms, grace_ms, current_minute_has_records)
 
     attempt, retried_at_ms = cursor.attempt, cursor.retried_at_ms
@@ -172,15 +175,20 @@ def plan_runs(
             return Plan((), cursor, f"runs are in flight through {requested}; no newer minute is closed")
         return Plan((), cursor, f"minute {start} has records but is not closed yet")
 
-    ranges = split(
-        start,
-        last,
-        single_run_limit=single_run_limit,
-        batch_minutes=batch_minutes,
-        max_runs=max_runs_per_tick,
-        attempt=attempt,
-        next_record_ms=next_record_ms,
-    )
+    ranges = []
+    if before_window and start == first:
+        ranges.append(MinuteRange(start, start, attempt))
+        start = next_minute(start)
+    if start <= last:
+        ranges += split(
+            start,
+            last,
+            single_run_limit=single_run_limit,
+            batch_minutes=batch_minutes,
+            max_runs=max_runs_per_tick - len(ranges),
+            attempt=attempt,
+            next_record_ms=next_record_ms,
+        )
     if not ranges:
         return Plan((), cursor, f"no records in the closed minutes {start} to {last}")
     return Plan(tuple(ranges), LagCursor(ranges[-1].last, attempt, retried_at_ms), None)

@@ -16,7 +16,7 @@ from stock_platform.orchestration.checks import freshness_evaluations, lag_evalu
 from stock_platform.orchestration.jobs import minute_pipeline_job
 from stock_platform.orchestration.planning import LagCursor, MinuteRange, PreviousRun, plan_runs
 from stock_platform.partitions import minute_key, minute_partitions
-from stock_platform.resources.kafka import KafkaResource, KafkaUnavailable
+from stock_platform.resources.kafka import KafkaResource, KafkaUnavailable, TopicMisconfigured
 
 SENSOR_NAME = "kafka_lag_sensor"
 IN_FLIGHT = {
@@ -94,7 +94,9 @@ def kafka_lag_sensor(
     now = now_ms()
     try:
         snapshot = kafka.snapshot(now, recent_ms=lag_sensor.fresh_within_s * 1000)
-    except (KafkaUnavailable, KafkaException) as exc:
+        # Runs on a topic that keeps producers' clocks would only fail: say what to fix instead.
+        kafka.require_append_time()
+    except (KafkaUnavailable, KafkaException, TopicMisconfigured) as exc:
         return dg.SkipReason(f"No runs requested: {exc}")
 
     cursor = LagCursor.from_json(context.cursor)

@@ -1,7 +1,10 @@
 """`stock-platform produce`: fetch quotes from a source and publish them to Kafka until told to stop.
 
-Exit status: 0 when every accepted quote was delivered; 1 when Kafka is unreachable or some quotes
-could not be delivered; 2 when the configuration is wrong (bad arguments, Finnhub refused the key).
+Creates the quote topic with the broker's append time (or switches an existing one to it, with a warning)
+and the dead-letter topic. Bad inputs go to the dead-letter topic with a reason; they never stop it.
+
+Exit status: 0 when every accepted quote was delivered; 1 when Kafka is unreachable, refuses the topics, or
+some quotes could not be delivered; 2 when the configuration is wrong (bad arguments, Finnhub refused the key).
 The last line on stdout is a JSON summary.
 """
 
@@ -19,15 +22,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka import KafkaException
+
+from stock_platform.kafka_topic import APPEND_TIME, TIMESTAMP_TYPE
 from stock_platform.producer.limiter import FINNHUB_MAX_CALLS_PER_SECOND, TokenBucket
 from stock_platform.producer.publisher import (
     DEFAULT_BOOTSTRAP_SERVERS,
+    DEFAULT_PARTITIONS,
     DEFAULT_TOPIC,
     DLQ_TOPIC,
     KafkaUnreachable,
     QuotePublisher,
     check_reachable,
-    ensure_topic,
 )
 from stock_platform.producer.sources import (
     DEFAULT_SYMBOLS,
@@ -39,6 +45,9 @@ from stock_platform.producer.sources import (
     simulated_symbols,
 )
 from stock_platform.producer.status import StatusReporter, configure_logging
+from stock_platform.producer.topic_cli import SWITCHED, ensure_topics, kafka_error
+from stock_platform.producer.topic_cli import settings as topic_settings
+from stock_platform.quotes import SYMBOL_PATTERN
 
 log = logging.getLogger("stock_platform.producer")
 
@@ -123,7 +132,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--partitions",
         type=int,
         default=None,
-        help="partitions when creating the topic (env KAFKA_TOPIC_PARTITIONS; default 3)",
+        help=f"partitions when creating the topic (env KAFKA_TOPIC_PARTITIONS; default {DEFAULT_PARTITIONS})",
     )
     kafka.add_argument(
         "--replication-factor",
@@ -179,6 +188,11 @@ def _symbols(args: argparse.Namespace) -> list[str]:
         symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
         if not symbols:
             raise UsageError("--symbols is empty")
+        # Every quote of a symbol the record contract refuses would go to the dead-letter topic.
+        bad = [s for s in symbols if not SYMBOL_PATTERN.match(s)]
+        if bad:
+            raise UsageError(f"--symbols: {', '.join(map(repr, bad[:5]))[:200]} not ticker(s) "
+                             "(A-Z, 0-9, '.', '-', ':', at most 20 characters)")  # fmt: skip
         return symbols
     return list(DEFAULT_SYMBOLS)
 
@@ -235,21 +249,30 @@ def _run(args: argparse.Namespace, env: dict[str, str]) -> int:
     except (UsageError, ValueError, FinnhubAuthError) as exc:
         log.error("%s", exc)
         return 2
-    bootstrap = args.bootstrap_servers or env.get("KAFKA_BOOTSTRAP_SERVERS") or DEFAULT_BOOTSTRAP_SERVERS
-    topic = args.topic or env.get("KAFKA_TOPIC") or DEFAULT_TOPIC
-    args.dlq_topic = args.dlq_topic or env.get("KAFKA_DLQ_TOPIC") or DLQ_TOPIC
     try:
-        args.partitions = args.partitions or int(env.get("KAFKA_TOPIC_PARTITIONS") or 3)
-    except ValueError:
-        log.error("KAFKA_TOPIC_PARTITIONS must be a whole number, got %r", env["KAFKA_TOPIC_PARTITIONS"])
+        kafka = topic_settings(env, args.bootstrap_servers, args.topic, args.dlq_topic, args.partitions)
+    except ValueError as exc:
+        log.error("%s", exc)
         return 2
+    bootstrap, topic, args.dlq_topic, args.partitions = (
+        kafka.bootstrap_servers, kafka.topic, kafka.dlq_topic, kafka.partitions
+    )  # fmt: skip
     try:
         admin = check_reachable(bootstrap, args.connect_timeout)
-        ensure_topic(admin, topic, args.partitions, args.replication_factor)
-        ensure_topic(admin, args.dlq_topic, 1, args.replication_factor)
+        quote_topic, _ = ensure_topics(admin, topic, args.dlq_topic, args.partitions, args.replication_factor)
     except KafkaUnreachable as exc:
         log.error("%s", exc)
         return 1
+    except KafkaException as exc:
+        log.error("Kafka at %s refused to create or configure topic %s or %s: %s", bootstrap, topic,
+                  args.dlq_topic, kafka_error(exc))  # fmt: skip
+        return 1
+    if quote_topic == SWITCHED:
+        log.warning(
+            "topic %s kept the producers' timestamps (CreateTime); switched it to %s=%s, so a record's minute "
+            "is the minute the broker appended it (records appended before keep their old timestamps)",
+            topic, TIMESTAMP_TYPE, APPEND_TIME,
+        )  # fmt: skip
     publisher = QuotePublisher(
         bootstrap_servers=bootstrap,
         source=source.name,

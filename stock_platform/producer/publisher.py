@@ -1,4 +1,6 @@
-"""The Kafka side of the producer: topics, the idempotent producer, records and dead letters.
+"""The Kafka side of the producer: the idempotent producer, records and dead letters.
+
+Topics are created by stock_platform.kafka_topic (the quote topic with the broker's append time).
 
 Memory stays bounded when Kafka is slow or away: librdkafka's queue is capped, and a full queue
 (BufferError) makes the caller wait, which in turn stops the source from fetching more.
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from stock_platform.producer.sources import Candidate, Item, Rejection, now_ms
 from stock_platform.quotes import (
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TOPIC = "stock-quotes"
 DLQ_TOPIC = "stock-quotes-dlq"
 DEFAULT_BOOTSTRAP_SERVERS = "127.0.0.1:9092"
+DEFAULT_PARTITIONS = 3  # of the quote topic, when the producer or `stock-platform topic ensure` creates it
 
 
 class KafkaUnreachable(RuntimeError):
@@ -85,24 +88,6 @@ def check_reachable(bootstrap_servers: str, timeout_s: float) -> AdminClient:
                 f"{detail}. Start it (stock-platform services up) or point --bootstrap-servers / "
                 "KAFKA_BOOTSTRAP_SERVERS at a running broker."
             )
-
-
-def ensure_topic(admin: AdminClient, topic: str, partitions: int, replication_factor: int = -1) -> bool:
-    """Create ``topic`` if it is missing; True if this call created it. -1 = the broker's default RF."""
-    if topic in admin.list_topics(timeout=10).topics:
-        return False
-    futures = admin.create_topics(
-        [NewTopic(topic, num_partitions=partitions, replication_factor=replication_factor)],
-        operation_timeout=10,
-    )
-    try:
-        futures[topic].result(timeout=15)
-    except KafkaException as exc:
-        if exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
-            return False  # another producer created it meanwhile
-        raise
-    log.info("created topic %s with %d partition(s)", topic, partitions)
-    return True
 
 
 def record_template(symbol: str, source: str, run_id: str) -> tuple[bytes, str]:
@@ -260,7 +245,8 @@ class QuotePublisher:
             "reason": rejection.reason, "source": self.source, "symbol": rejection.symbol,
             "payload": rejection.payload, "rejected_at": rejected_at,
         }, separators=(",", ":")).encode()  # fmt: skip
-        key = rejection.symbol.encode() if rejection.symbol else None
+        # Rejections from the sources carry encodable symbols; a lone surrogate must still not raise here.
+        key = rejection.symbol.encode("utf-8", "backslashreplace") if rejection.symbol else None
         if not self._produce(self.dlq_topic, value, key, rejected_at, stop):
             return False
         self.stats.rejected += 1

@@ -16,14 +16,24 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from stock_platform.producer.limiter import TokenBucket
 from stock_platform.producer.market_hours import seconds_until_session
-from stock_platform.quotes import FINNHUB_FIELDS, SYMBOL_PATTERN, InvalidQuote, validate_finnhub_quote
+from stock_platform.quotes import (
+    FINNHUB_FIELDS,
+    MAX_EPOCH_S,
+    MIN_EPOCH_S,
+    SCHEMA_VERSION,
+    SOURCES,
+    SYMBOL_PATTERN,
+    InvalidQuote,
+    validate_finnhub_quote,
+    validate_record,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +41,12 @@ DEFAULT_SYMBOLS = ("AAPL", "AMZN", "GOOGL", "MSFT", "TSLA")
 MAX_SIMULATED_SYMBOLS = 10_000
 # A DLQ message carries the offending payload for diagnosis, not an unbounded copy of it.
 MAX_PAYLOAD_CHARS = 2000
+# A reason is one short line (a log line and a DLQ field), and a rejected symbol a short Kafka key,
+# whatever the input was.
+MAX_REASON_CHARS = 300
+MAX_SYMBOL_CHARS = 64
+# A replay line longer than this is rejected without being held in memory; a quote line is ~300 bytes.
+MAX_LINE_BYTES = 64 * 1024
 
 Candidate = tuple[Any, ...]  # (symbol, c, d, dp, h, l, o, pc, t, fetched_at)
 
@@ -63,17 +79,88 @@ class QuoteSource(Protocol):
     def batches(self, stop: threading.Event) -> Generator[list[Item], None, None]: ...
 
 
-def candidate_from_quote(symbol: str, quote: Any, fetched_at: int) -> Candidate:
-    """Check a Finnhub-shaped mapping and return it as a candidate; raise InvalidQuote otherwise."""
+def rejection(reason: str, symbol: Any, payload: str) -> Rejection:
+    """A Rejection whose fields are bounded, and whose symbol is a usable Kafka key, whatever the input."""
+    if type(symbol) is str:
+        # A lone surrogate ("\ud800" is valid JSON) cannot be encoded as a key; show it escaped instead.
+        symbol = _short(symbol, MAX_SYMBOL_CHARS).encode("utf-8", "backslashreplace").decode("utf-8")
+    else:
+        symbol = None
+    reason = reason.replace("\r", "\\r").replace("\n", "\\n")  # one line, whatever an exception said
+    return Rejection(_short(reason, MAX_REASON_CHARS), symbol, payload[:MAX_PAYLOAD_CHARS])
+
+
+def candidate_from_quote(symbol: Any, quote: Any, fetched_at: int) -> Candidate:
+    """Check a Finnhub-shaped mapping for ``symbol``, fetched at ``fetched_at`` (epoch ms); return it as a
+    candidate, or raise InvalidQuote.
+
+    The check is the record contract itself (validate_record on the record this candidate becomes, with
+    placeholder producer fields), so a candidate is always a record the publisher can send.
+    May raise anything on inputs the contract never sees (a huge int, deep nesting): ``quote_item``
+    turns every failure into a Rejection.
+    """
+    if type(symbol) is not str or not SYMBOL_PATTERN.match(symbol):
+        raise InvalidQuote(f"symbol {_shown(symbol)} is not a ticker")
     if not isinstance(quote, Mapping):
         raise InvalidQuote(f"quote must be a JSON object, got {type(quote).__name__}")
-    validate_finnhub_quote(quote)
-    return (symbol, *(quote[f] for f in FINNHUB_FIELDS), fetched_at)
+    validate_finnhub_quote(quote)  # first: its reasons (missing fields, all-zero quote) are the useful ones
+    candidate = (symbol, *(quote[f] for f in FINNHUB_FIELDS), fetched_at)
+    validate_record({
+        "schema_version": SCHEMA_VERSION, "symbol": symbol, **{f: quote[f] for f in FINNHUB_FIELDS},
+        "fetched_at": fetched_at, "source": SOURCES[0], "producer_run_id": "candidate-check", "seq": 0,
+    })  # fmt: skip
+    return candidate
+
+
+def quote_item(symbol: Any, quote: Any, fetched_at: int, payload: str | None = None) -> Item:
+    """``candidate_from_quote`` that never raises: a candidate, or a Rejection that says what is wrong.
+
+    ``payload`` is what the DLQ shows (the line or body as received); by default, ``quote`` as text.
+    """
+    try:
+        return candidate_from_quote(symbol, quote, fetched_at)
+    except InvalidQuote as exc:
+        reason = str(exc)
+    except Exception as exc:  # noqa: BLE001 - whatever the input does, it must not stop the producer
+        reason = f"unusable quote: {_failure(exc)}"
+    return rejection(reason, symbol, _payload_text(quote) if payload is None else payload)
 
 
 def _payload_text(payload: Any) -> str:
-    text = payload if isinstance(payload, str) else json.dumps(payload, default=repr)
+    """At most MAX_PAYLOAD_CHARS of ``payload`` as text; never raises."""
+    if isinstance(payload, str):
+        return payload[:MAX_PAYLOAD_CHARS]
+    try:
+        text = json.dumps(payload, default=repr)
+    except Exception:  # noqa: BLE001 - a huge int, deep nesting (RecursionError), odd keys
+        try:
+            text = repr(payload)
+        except Exception:  # noqa: BLE001
+            text = f"<unprintable {type(payload).__name__}>"
     return text[:MAX_PAYLOAD_CHARS]
+
+
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _shown(value: Any) -> str:
+    """A value for a reason: short, whatever it is; never raises."""
+    try:
+        return _short(repr(value), 60)
+    except Exception:  # noqa: BLE001 - a huge int (str conversion limit), deep nesting
+        return f"a {type(value).__name__}"
+
+
+def _failure(exc: BaseException) -> str:
+    """What an unexpected exception says about the input, in a few words."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply (RecursionError)"
+    try:
+        detail = str(exc)
+    except Exception:  # noqa: BLE001
+        detail = ""
+    return f"{type(exc).__name__}: {_short(detail, 160)}" if detail else type(exc).__name__
 
 
 # --------------------------------------------------------------------------------------------- simulated
@@ -200,7 +287,9 @@ class ReplaySource:
 
     ``pace="original"`` keeps the recorded spacing (from ``fetched_at`` ms, else ``t`` s);
     ``pace="fast"`` sends them as fast as possible. Each replayed quote is stamped with the time it is
-    sent, like a fetch, so it lands in the current minute; its ``t`` stays as recorded.
+    sent, like a fetch, so it lands in the current minute; its ``t`` stays as recorded. A line that is not
+    a usable quote (not UTF-8, not JSON, longer than MAX_LINE_BYTES, nested too deeply, refused by the
+    record contract) becomes a Rejection with the reason; it never stops the replay.
     """
 
     name = "replay"
@@ -221,65 +310,105 @@ class ReplaySource:
         self.batch_size = batch_size
         self.stats: dict[str, float] = {"lines": 0}
 
-    def _item(self, line: str, fetched_at: int) -> tuple[Item, float | None]:
-        """The item for one line and its recorded time in seconds (None when it has none)."""
+    def _item(self, line: str | bytes, fetched_at: int) -> tuple[Item, float | None]:
+        """The item for one line and its recorded time in seconds (None when it has none).
+
+        Never raises: a line that fails anywhere in decoding or validation becomes a Rejection.
+        """
         try:
-            obj = json.loads(line)
+            return self._parse(line, fetched_at)
+        except Exception as exc:  # noqa: BLE001 - one bad line must not stop the replay
+            return rejection(f"unusable line: {_failure(exc)}", None, _line_text(line)), None
+
+    def _parse(self, line: str | bytes, fetched_at: int) -> tuple[Item, float | None]:
+        if isinstance(line, bytes):
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return rejection(f"not UTF-8: {exc.reason} at byte {exc.start}", None, _line_text(line)), None
+        else:
+            text = line
+        try:
+            obj = json.loads(text)
         except json.JSONDecodeError as exc:
-            return Rejection(f"not JSON: {exc.msg} at char {exc.pos}", None, line[:MAX_PAYLOAD_CHARS]), None
+            return rejection(f"not JSON: {exc.msg} at char {exc.pos}", None, text), None
         if not isinstance(obj, dict):
-            return Rejection(
-                f"line must be a JSON object, got {type(obj).__name__}", None, _payload_text(obj)
-            ), None
-        symbol = obj.get("symbol")
-        recorded = _recorded_seconds(obj)
-        if not isinstance(symbol, str) or not SYMBOL_PATTERN.match(symbol):
-            reason = f"symbol {symbol!r} is not a ticker"
-            return Rejection(
-                reason, symbol if isinstance(symbol, str) else None, _payload_text(obj)
-            ), recorded
-        try:
-            return candidate_from_quote(symbol, obj, fetched_at), recorded
-        except InvalidQuote as exc:
-            return Rejection(str(exc), symbol, _payload_text(obj)), recorded
+            return rejection(f"line must be a JSON object, got {type(obj).__name__}", None, text), None
+        return quote_item(obj.get("symbol"), obj, fetched_at, text), _recorded_seconds(obj)
 
     def batches(self, stop: threading.Event) -> Generator[list[Item], None, None]:
         first_recorded: float | None = None
         start = time.monotonic()
         batch: list[Item] = []
-        with self.path.open(encoding="utf-8", errors="replace") as lines:
-            for raw in lines:
-                line = raw.strip()
-                if not line:
-                    continue
-                if stop.is_set():
-                    return
-                self.stats["lines"] += 1
-                if self.pace == "fast":
-                    item, _ = self._item(line, self._clock_ms())
-                    batch.append(item)
-                    if len(batch) >= self.batch_size:
-                        yield batch
-                        batch = []
-                    continue
-                item, recorded = self._item(line, 0)
-                if recorded is not None:
-                    if first_recorded is None:
-                        first_recorded = recorded
-                    ahead = start + (recorded - first_recorded) - time.monotonic()
-                    if ahead > 0 and stop.wait(ahead):
-                        return
-                if not isinstance(item, Rejection):
-                    item = (*item[:-1], self._clock_ms())
-                yield [item]
+        with self.path.open("rb") as lines:
+            try:
+                for line in _read_lines(lines):
+                    if stop.is_set():
+                        break
+                    self.stats["lines"] += 1
+                    # Checked against the clock now; a candidate stamped later stays valid (t is not later).
+                    item, recorded = (
+                        (line, None) if isinstance(line, Rejection) else self._item(line, self._clock_ms())
+                    )
+                    if self.pace == "fast":
+                        batch.append(item)
+                        if len(batch) >= self.batch_size:
+                            yield batch
+                            batch = []
+                        continue
+                    if recorded is not None and not isinstance(item, Rejection):
+                        if first_recorded is None:
+                            first_recorded = recorded
+                        ahead = start + (recorded - first_recorded) - time.monotonic()
+                        if ahead > 0 and stop.wait(ahead):
+                            return
+                        item = (*item[:-1], self._clock_ms())
+                    yield [item]
+            except Exception:
+                if batch:
+                    yield batch  # the good lines read before a read error still go out
+                raise
         if batch:
             yield batch
 
 
+def _read_lines(lines: BinaryIO) -> Iterator[bytes | Rejection]:
+    """The file's non-blank lines, stripped; a line longer than MAX_LINE_BYTES becomes a Rejection and is
+    skipped in chunks, never held in memory whole."""
+    while True:
+        raw = lines.readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            return
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            size = len(raw)
+            while True:
+                rest = lines.readline(1 << 20)
+                size += len(rest)
+                if not rest or rest.endswith(b"\n"):
+                    break
+            yield rejection(f"line of {size} bytes is longer than {MAX_LINE_BYTES}", None, _line_text(raw))
+            continue
+        line = raw.strip()
+        if line:
+            yield line
+
+
+def _line_text(line: str | bytes) -> str:
+    if isinstance(line, str):
+        return line[:MAX_PAYLOAD_CHARS]
+    return line[: MAX_PAYLOAD_CHARS * 4].decode("utf-8", "replace")[:MAX_PAYLOAD_CHARS]
+
+
 def _recorded_seconds(obj: Mapping[str, Any]) -> float | None:
-    for key, scale in (("fetched_at", 1000.0), ("t", 1.0)):
+    """The line's recorded time in seconds, for pacing; None unless it is a plausible epoch time."""
+    for key, scale in (("fetched_at", 1000), ("t", 1)):
         value = obj.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        # Bounded, so a bogus time can neither overflow a float nor make the replay wait for years.
+        if (
+            isinstance(value, int | float)
+            and type(value) is not bool
+            and MIN_EPOCH_S * scale <= value < MAX_EPOCH_S * scale
+        ):
             return value / scale
     return None
 
@@ -322,7 +451,8 @@ class FinnhubSource:
 
     429 waits (``Retry-After`` when given, else backoff) and retries without limit; 5xx and network
     errors retry with backoff up to ``max_attempts`` and then move on to the next symbol; 401/403 raise
-    FinnhubAuthError. A non-JSON body, a missing field or an all-zero quote becomes a Rejection.
+    FinnhubAuthError. A non-JSON body, a missing field, an all-zero quote or any reply the client or the
+    record contract cannot use (too deeply nested, a number with thousands of digits) becomes a Rejection.
     """
 
     api_key: str = field(repr=False)
@@ -355,6 +485,26 @@ class FinnhubSource:
         if self.base_url:
             # The client builds "{API_URL}/{path}"; an instance attribute leaves other clients alone.
             self.client.API_URL = self.base_url.rstrip("/")
+        # The last HTTP response, kept by a requests hook: when the client itself fails on a reply (a body
+        # nested too deeply for its JSON parser, an error body that is not an object), the status and the
+        # body still decide what happens and what the DLQ shows.
+        self._last_response: Any = None
+        session = getattr(self.client, "_session", None)
+        if session is not None:
+            session.hooks["response"].append(self._remember_response)
+
+    def _remember_response(self, response: Any, *args: Any, **kwargs: Any) -> None:
+        self._last_response = response
+
+    def _body(self, response: Any = None) -> str | None:
+        """The (scrubbed, bounded) body of ``response`` or of the last response; None if there is none."""
+        response = response if response is not None else self._last_response
+        if response is None:
+            return None
+        try:
+            return self.scrub(response.text[:MAX_PAYLOAD_CHARS])
+        except Exception:  # noqa: BLE001 - a body that cannot be shown is shown as nothing
+            return ""
 
     def scrub(self, text: str) -> str:
         """``text`` without the API key (requests puts the full URL, token included, in its errors)."""
@@ -392,17 +542,50 @@ class FinnhubSource:
                 return None
             self.stats["limiter_wait_s"] += waited
             self.stats["calls"] += 1
+            self._last_response = None
+            status: int | None = None
+            response: Any = None
+            message = ""
             try:
                 payload = self.client.quote(symbol)
             except finnhub.FinnhubAPIException as exc:
-                status = exc.status_code
+                status, response = exc.status_code, exc.response
+                message = exc.message if isinstance(exc.message, str) else _shown(exc.message)
+            except finnhub.FinnhubRequestException as exc:
+                # The client raises this for a body it cannot parse; its message carries the body.
+                body = str(exc.message).removeprefix("Invalid Response: ")
+                reason = "not JSON: Finnhub answered a body that is not a JSON object"
+                cause = exc.__context__  # the client raises it while handling the parser's ValueError
+                if isinstance(cause, ValueError) and not isinstance(cause, json.JSONDecodeError):
+                    reason = f"unusable reply from Finnhub: {_failure(cause)}"  # e.g. a 5,000-digit number
+                return rejection(reason, symbol, self.scrub(body[:MAX_PAYLOAD_CHARS]))
+            except requests.RequestException as exc:
+                error = self.scrub(f"{type(exc).__name__}: {exc}")
+            except Exception as exc:  # noqa: BLE001 - the client failed on the reply itself
+                # A body nested too deeply for the JSON parser (RecursionError), an error body that is not
+                # a JSON object (TypeError in the client's exception): the reply is unusable, the producer
+                # goes on. An error status still counts as that status (retry, or auth error).
+                response = self._last_response
+                if response is None or response.ok:
+                    return rejection(
+                        f"unusable reply from Finnhub: {_failure(exc)}", symbol, self._body() or ""
+                    )
+                status, message = response.status_code, f"unreadable error body ({_failure(exc)})"
+            else:
+                item = quote_item(symbol, payload, self.clock_ms())
+                if isinstance(item, Rejection):
+                    # The DLQ shows the body as Finnhub sent it (read only for a rejection).
+                    shown = self._body()
+                    item = item if shown is None else Rejection(item.reason, item.symbol, shown)
+                return item
+            if status is not None:
                 if status in (401, 403):
                     raise FinnhubAuthError(
                         f"Finnhub refused the API key (HTTP {status}); set FINNHUB_API_KEY to a valid key"
                     ) from None
                 if status == 429:
                     self.stats["rate_limited"] += 1
-                    delay = retry_after_seconds(exc.response.headers.get("Retry-After"))
+                    delay = retry_after_seconds(response.headers.get("Retry-After"))
                     if delay is None:
                         delay = backoff_seconds(attempt, self.backoff_base, self.backoff_cap, self.rng)
                     delay = min(delay, self.backoff_cap)
@@ -413,22 +596,10 @@ class FinnhubSource:
                         return None
                     continue
                 if status < 500 and status != 408:
-                    body = exc.response.text[:MAX_PAYLOAD_CHARS]
-                    return Rejection(f"HTTP {status}: {self.scrub(exc.message)}", symbol, self.scrub(body))
+                    return rejection(
+                        f"HTTP {status}: {self.scrub(message)}", symbol, self._body(response) or ""
+                    )
                 error = f"HTTP {status}"
-            except finnhub.FinnhubRequestException as exc:
-                # The client raises this for a body it cannot parse; its message carries the body.
-                body = exc.message.removeprefix("Invalid Response: ")
-                return Rejection("not JSON: Finnhub answered a body that is not a JSON object", symbol,
-                                 self.scrub(body[:MAX_PAYLOAD_CHARS]))  # fmt: skip
-            except requests.RequestException as exc:
-                error = self.scrub(f"{type(exc).__name__}: {exc}")
-            else:
-                fetched_at = self.clock_ms()
-                try:
-                    return candidate_from_quote(symbol, payload, fetched_at)
-                except InvalidQuote as exc:
-                    return Rejection(str(exc), symbol, _payload_text(payload))
             attempt += 1
             if attempt >= self.max_attempts:
                 self.stats["gave_up"] += 1

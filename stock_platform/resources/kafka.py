@@ -25,12 +25,14 @@ from typing import Any, TypeVar, cast
 
 import dagster as dg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka.admin import AdminClient
 from pydantic import Field
 
+from stock_platform.kafka_topic import TopicMisconfigured, require_append_time
 from stock_platform.partitions import minute_window_ms
 from stock_platform.resources.kafka_reader import OffsetRange, ReadStalled, read_ranges
 
-__all__ = ["KafkaResource", "MinuteBatch", "OffsetRange", "PartitionLag"]
+__all__ = ["KafkaResource", "MinuteBatch", "OffsetRange", "PartitionLag", "TopicMisconfigured"]
 
 # librdkafka's "no offset" sentinels: offsets_for_times answers OFFSET_END (-1) when no record is at
 # or after the timestamp; committed() answers OFFSET_INVALID (-1001) for a partition never committed.
@@ -225,6 +227,13 @@ class KafkaResource(dg.ConfigurableResource):
     parallel_read_threshold: int = Field(
         default=200_000, description="Records from which a minute is read by read_workers processes."
     )
+    require_log_append_time: bool = Field(
+        default=True,
+        description=(
+            "Refuse a topic whose records carry their producers' timestamps (CreateTime). Only tests that "
+            "place records in chosen past minutes, which the broker's append time cannot do, turn it off."
+        ),
+    )
 
     def _consumer(self, **overrides: Any) -> Consumer:
         return Consumer({**self.consumer_config(), **overrides})
@@ -274,12 +283,46 @@ class KafkaResource(dg.ConfigurableResource):
             offsets[tp.partition] = tp.offset
         return offsets
 
+    def require_append_time(self) -> None:
+        """Raise TopicMisconfigured (naming the fix) unless the topic stamps records with append time.
+
+        Minutes are minutes of arrival only on such a topic: there, the offset ranges of consecutive
+        minutes tile each Kafka partition whatever the producers' clocks say.
+        """
+        if not self.require_log_append_time:
+            return
+        admin = AdminClient(
+            {
+                "bootstrap.servers": self.bootstrap_servers,
+                "socket.timeout.ms": int(self.timeout_seconds * 1000),
+                "log_level": 3,
+            }
+        )
+        try:
+            require_append_time(admin, self.topic, self.bootstrap_servers)
+        except KafkaException as exc:
+            raise KafkaUnavailable(
+                f"could not read the configuration of topic {self.topic!r} on {self.bootstrap_servers}: {exc}"
+            ) from exc
+
+    def positions(self, consumer: Consumer) -> dict[int, int]:
+        """Per partition, the first offset not yet ingested: the committed offset, else the low watermark."""
+        partitions = self.partitions(consumer)
+        return {lag.partition: lag.position for lag in self._lags(consumer, partitions)}
+
     def minute_batch(
-        self, partition_key: str, now_ms: int | None = None, consumer: Consumer | None = None
+        self,
+        partition_key: str,
+        now_ms: int | None = None,
+        consumer: Consumer | None = None,
+        floor: Mapping[int, int] | None = None,
     ) -> MinuteBatch:
         """The minute's offset range on each partition; raises MinuteNotClosed while it may still grow.
 
-        Pass ``consumer`` to share one connection across the minutes of a catch-up run.
+        Pass ``consumer`` to share one connection across the minutes of a catch-up run. ``floor`` lowers
+        the ranges' starts to those offsets: the first minute of the partitions window takes in the
+        records appended before the window that were never ingested, which no minute could hold
+        otherwise.
         """
         start_ms, end_ms = minute_window_ms(partition_key)
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
@@ -289,7 +332,7 @@ class KafkaResource(dg.ConfigurableResource):
             )
         if consumer is None:
             with self.consumer() as owned:
-                return self.minute_batch(partition_key, now_ms, owned)
+                return self.minute_batch(partition_key, now_ms, owned, floor)
         partitions = self.partitions(consumer)
         watermarks = self._watermarks(consumer, partitions)
         starts = self._offsets_at(consumer, partitions, start_ms)
@@ -304,6 +347,11 @@ class KafkaResource(dg.ConfigurableResource):
             )
         highs = {p: high for p, (_, high) in watermarks.items()}
         ranges = offset_ranges(partitions, highs, starts, ends)
+        if floor:
+            ranges = tuple(
+                OffsetRange(r.partition, min(r.start, max(floor.get(r.partition, r.start), 0)), r.end)
+                for r in ranges
+            )
         for r in ranges:
             low = watermarks[r.partition][0]
             if r.count and r.start < low:

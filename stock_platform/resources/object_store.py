@@ -127,14 +127,75 @@ def call_with_retries(
             sleep(delay)
 
 
+def _newest_mtime(path: Path) -> float:
+    """The latest modification time of ``path`` or of anything inside it (a folder)."""
+    newest = path.lstat().st_mtime
+    if path.is_dir() and not path.is_symlink():
+        for inner in path.rglob("*"):
+            try:
+                newest = max(newest, inner.lstat().st_mtime)
+            except FileNotFoundError:  # removed meanwhile by its owner
+                continue
+    return newest
+
+
+def remove_stale_entries(folder: Path, max_age_seconds: float, now: float | None = None) -> int:
+    """Remove the files and folders directly in ``folder`` untouched for more than ``max_age_seconds``
+    (a folder counts as touched when anything inside it is); return how many entries were removed.
+
+    Staging files have random names, so nothing else ever removes one that a killed run left behind.
+    A live one is safe: its writer touches it continuously, and the longest a run leaves one untouched
+    (a downloaded object held while the warehouse loads a batch, a file between its last write and its
+    publish) is minutes, far below the age bound.
+    """
+    now = time.time() if now is None else now
+    removed = 0
+    try:
+        entries = list(folder.iterdir())
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        try:
+            if now - _newest_mtime(entry) <= max_age_seconds:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        except FileNotFoundError:  # its owner (or another cleaner) removed it first
+            continue
+        except OSError as exc:  # not ours to remove (permissions): tidying up never fails a run
+            dg.get_dagster_logger().warning(f"could not remove stale staging entry {entry}: {exc}")
+            continue
+        removed += 1
+    return removed
+
+
 class ObjectStore(dg.ConfigurableResource):
     """Put and get whole objects by key. Subclasses: LocalObjectStore, S3ObjectStore."""
+
+    staging_max_age_seconds: float = Field(
+        default=3600.0,
+        description=(
+            "Staging files and download folders untouched for longer than this were left by a killed run "
+            "and are removed (remove_stale_staging). A live one is never this old: a run touches its "
+            "files continuously and holds a finished one for at most the minutes of one warehouse load."
+        ),
+    )
 
     def staging_dir(self) -> Path:
         """Where to build a file before ``put_file`` publishes it (same filesystem = no copy locally)."""
         path = Path(tempfile.gettempdir()) / "stock-platform-staging"
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def remove_stale_staging(self, now: float | None = None) -> int:
+        """Remove what killed runs left in ``staging_dir()``; return how many files/folders went."""
+        return remove_stale_entries(self.staging_dir(), self.staging_max_age_seconds, now)
+
+    def list_keys(self, prefix: str) -> list[str]:
+        """The keys of the published objects starting with ``prefix``, sorted (no sidecars, no temp files)."""
+        raise NotImplementedError
 
     def put_file(self, key: str, path: Path, metadata: Mapping[str, str] | None = None) -> int:
         """Publish the finished file at ``path`` under ``key``, consuming it; return its size in bytes."""
@@ -249,6 +310,27 @@ class LocalObjectStore(ObjectStore):
         target = self._path(key)
         target.unlink(missing_ok=True)
         target.with_name(target.name + _META_SUFFIX).unlink(missing_ok=True)
+
+    def list_keys(self, prefix: str) -> list[str]:
+        root = Path(self.root).resolve()
+        # Walk only the deepest folder the prefix names; the rest of the prefix filters file names.
+        folder = (root / prefix.rsplit("/", 1)[0]).resolve() if "/" in prefix else root
+        if folder != root and root not in folder.parents:
+            raise ValueError(f"prefix {prefix!r} escapes the lake folder")
+        if not folder.is_dir():
+            return []
+        keys = []
+        for dirpath, dirnames, filenames in os.walk(folder):
+            # Hidden entries are the staging folder and files being published (".<name>.<uuid>.tmp").
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            relative = Path(dirpath).relative_to(root).as_posix()
+            for name in filenames:
+                if name.startswith(".") or name.endswith(_META_SUFFIX):
+                    continue
+                key = name if relative == "." else f"{relative}/{name}"
+                if key.startswith(prefix):
+                    keys.append(key)
+        return sorted(keys)
 
     def uri(self, key: str) -> str:
         return self._path(key).as_uri()
@@ -420,6 +502,17 @@ class S3ObjectStore(ObjectStore):
     def delete(self, key: str) -> None:
         client = self.client()
         self._retrying(lambda: client.remove_object(self.bucket, key))
+
+    def list_keys(self, prefix: str) -> list[str]:
+        client = self.client()
+        # The listing is paged by the client; a failed page repeats the whole listing (it is read-only).
+        return self._retrying(
+            lambda: sorted(
+                o.object_name
+                for o in client.list_objects(self.bucket, prefix=prefix, recursive=True)
+                if o.object_name is not None and not o.is_dir
+            )
+        )
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"

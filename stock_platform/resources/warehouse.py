@@ -2,10 +2,14 @@
 stock_platform/resources/snowflake_warehouse.py (imported only when configured: its client library
 takes seconds to import, which every run of a DuckDB platform would pay).
 
-Both load whole minutes from their raw objects and replace exactly those minutes in one transaction, so
-a re-run (or a retry after a crash between delete and insert) never leaves a minute duplicated or
-half-loaded. The table shapes are in docs/contracts.md; each row's JSON is the envelope, which carries
-its minute and Kafka offsets, so dbt reads the same column on both.
+Both load whole minutes from their raw objects and replace exactly those (topic, minute) slices in one
+transaction, so a re-run (or a retry after a crash between delete and insert) never leaves a minute
+duplicated or half-loaded, and a load of one topic never touches another topic's rows. The same
+transaction records each loaded minute in a ledger (topic, minute, object key, rows, loaded at), which
+is what tells a minute loaded with 0 rows from one never loaded, and what the check
+``warehouse_has_every_lake_minute`` compares with the lake. The table shapes are in docs/contracts.md;
+each row's JSON is the envelope, which carries its minute, topic and Kafka offsets, so dbt reads the
+same column on both.
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ import dagster as dg
 import duckdb
 from pydantic import Field
 
-from stock_platform.partitions import minute_window
+from stock_platform.partitions import MINUTE_KEY_FORMAT, minute_window
 
 DUCKDB_TABLE = "main.bronze_stock_quotes_raw"
+DUCKDB_LEDGER = "main.bronze_raw_loaded_minutes"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*){0,2}$")
 
 
@@ -45,11 +50,31 @@ class Warehouse(dg.ConfigurableResource):
     """Replace whole minutes of the raw table. Subclasses: DuckDBWarehouse, SnowflakeWarehouse."""
 
     def load_minutes(self, topic: str, files: Sequence[MinuteFile]) -> dict[str, int]:
-        """Replace each minute's rows by its object's rows in one transaction; rows loaded per minute."""
+        """Replace each (topic, minute)'s rows by its object's rows and record the minute in the ledger,
+        all in one transaction; rows loaded per minute."""
         raise NotImplementedError
 
-    def minute_row_count(self, partition_key: str) -> int:
+    def minute_row_count(self, partition_key: str, topic: str | None = None) -> int:
+        """Rows of the minute in the raw table (of one topic, or of all)."""
         raise NotImplementedError
+
+    def loaded_minutes(
+        self, topic: str, start: dt.datetime | None = None, end: dt.datetime | None = None
+    ) -> dict[str, int]:
+        """The ledger: partition key -> rows of each minute of ``topic`` loaded in [start, end)."""
+        raise NotImplementedError
+
+
+def utc_naive(moment: dt.datetime) -> dt.datetime:
+    """The naive-UTC form the warehouses store minutes in."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(dt.UTC).replace(tzinfo=None)
+    return moment
+
+
+def partition_key_of(minute: dt.datetime) -> str:
+    """The partition key of a minute read back from the warehouse (naive UTC or aware)."""
+    return utc_naive(minute).strftime(MINUTE_KEY_FORMAT)
 
 
 def sql_identifier(name: str) -> str:
@@ -99,18 +124,69 @@ class DuckDBWarehouse(Warehouse):
 
     @staticmethod
     def ensure_table(conn: duckdb.DuckDBPyConnection) -> None:
-        conn.execute(
-            f"""
-            create table if not exists {DUCKDB_TABLE} (
-                v json,
-                minute timestamp,
-                object_key varchar,
-                kafka_partition integer,
-                kafka_offset bigint,
-                loaded_at timestamp
-            )
-            """
-        )
+        """Create the raw table and the ledger, or bring an older layout up to date, in one transaction.
+
+        Tables from before the ledger get their ``topic`` column (appended, filled from each row's
+        envelope) and a ledger built from the minutes already in the table, so a migrated warehouse does
+        not report its earlier minutes as missing. (A 0-row minute loaded before the ledger existed left
+        no trace, so it is reported until a rebuild loads it again.)
+        """
+        conn.execute("begin transaction")
+        try:
+            columns = {
+                name
+                for (name,) in conn.execute(
+                    "select column_name from duckdb_columns() where schema_name = ? and table_name = ?",
+                    DUCKDB_TABLE.split("."),
+                ).fetchall()
+            }
+            if not columns:
+                conn.execute(
+                    f"""
+                    create table {DUCKDB_TABLE} (
+                        v json,
+                        minute timestamp,
+                        object_key varchar,
+                        kafka_partition integer,
+                        kafka_offset bigint,
+                        loaded_at timestamp,
+                        topic varchar
+                    )
+                    """
+                )
+            elif "topic" not in columns:
+                conn.execute(f"alter table {DUCKDB_TABLE} add column if not exists topic varchar")
+                conn.execute(f"update {DUCKDB_TABLE} set topic = v->>'topic' where topic is null")
+            ledger_exists = conn.execute(
+                "select count(*) from duckdb_tables() where schema_name = ? and table_name = ?",
+                DUCKDB_LEDGER.split("."),
+            ).fetchone()
+            if not (ledger_exists and ledger_exists[0]):
+                conn.execute(
+                    f"""
+                    create table {DUCKDB_LEDGER} (
+                        topic varchar not null,
+                        minute timestamp not null,
+                        object_key varchar,
+                        row_count bigint not null,
+                        loaded_at timestamp not null,
+                        primary key (topic, minute)
+                    )
+                    """
+                )
+                conn.execute(
+                    f"""
+                    insert into {DUCKDB_LEDGER}
+                    select topic, minute, any_value(object_key), count(*), max(loaded_at)
+                    from {DUCKDB_TABLE} where topic is not null and minute is not null
+                    group by topic, minute
+                    """
+                )
+            conn.execute("commit")
+        except BaseException:
+            with contextlib.suppress(duckdb.Error):
+                conn.execute("rollback")
+            raise
 
     def load_minutes(self, topic: str, files: Sequence[MinuteFile]) -> dict[str, int]:
         loaded_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
@@ -121,18 +197,24 @@ class DuckDBWarehouse(Warehouse):
             conn.execute("begin transaction")
             for f in files:
                 minute = minute_window(f.partition_key)[0].replace(tzinfo=None)
-                conn.execute(f"delete from {DUCKDB_TABLE} where minute = ?", [minute])
+                # Keyed by (minute, topic): a second topic loaded into the same table keeps its rows.
+                conn.execute(f"delete from {DUCKDB_TABLE} where minute = ? and topic = ?", [minute, topic])
                 # read_json_objects keeps each line's JSON text as is: the envelope lands unchanged in v.
                 inserted = conn.execute(
                     f"""
                     insert into {DUCKDB_TABLE}
                     select json, ?::timestamp, ?, (json->>'kafka_partition')::integer,
-                           (json->>'kafka_offset')::bigint, ?::timestamp
+                           (json->>'kafka_offset')::bigint, ?::timestamp, ?
                     from read_json_objects(?, format = 'newline_delimited', compression = 'gzip')
                     """,
-                    [minute, f.object_key, loaded_at, str(f.path)],
+                    [minute, f.object_key, loaded_at, topic, str(f.path)],
                 ).fetchone()
                 rows[f.partition_key] = int(inserted[0]) if inserted else 0
+                conn.execute(f"delete from {DUCKDB_LEDGER} where topic = ? and minute = ?", [topic, minute])
+                conn.execute(
+                    f"insert into {DUCKDB_LEDGER} values (?, ?, ?, ?, ?)",
+                    [topic, minute, f.object_key, rows[f.partition_key], loaded_at],
+                )
             conn.execute("commit")
         except BaseException:
             # Nothing begun yet, or DuckDB already rolled the failed transaction back: either is fine.
@@ -143,14 +225,35 @@ class DuckDBWarehouse(Warehouse):
             conn.close()
         return rows
 
-    def minute_row_count(self, partition_key: str) -> int:
+    def minute_row_count(self, partition_key: str, topic: str | None = None) -> int:
         minute = minute_window(partition_key)[0].replace(tzinfo=None)
         conn = self.connect()
         try:
             self.ensure_table(conn)
-            result = conn.execute(
-                f"select count(*) from {DUCKDB_TABLE} where minute = ?", [minute]
-            ).fetchone()
+            sql = f"select count(*) from {DUCKDB_TABLE} where minute = ?"
+            params: list[object] = [minute]
+            if topic is not None:
+                sql += " and topic = ?"
+                params.append(topic)
+            result = conn.execute(sql, params).fetchone()
             return int(result[0]) if result else 0
+        finally:
+            conn.close()
+
+    def loaded_minutes(
+        self, topic: str, start: dt.datetime | None = None, end: dt.datetime | None = None
+    ) -> dict[str, int]:
+        sql = f"select minute, row_count from {DUCKDB_LEDGER} where topic = ?"
+        params: list[object] = [topic]
+        if start is not None:
+            sql += " and minute >= ?"
+            params.append(utc_naive(start))
+        if end is not None:
+            sql += " and minute < ?"
+            params.append(utc_naive(end))
+        conn = self.connect()
+        try:
+            self.ensure_table(conn)
+            return {partition_key_of(minute): int(n) for minute, n in conn.execute(sql, params).fetchall()}
         finally:
             conn.close()

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from stock_platform.ingestion.assets import (
     kafka_quote_batch,
@@ -23,6 +21,7 @@ from stock_platform.quotes import encode_record
 from stock_platform.resources.kafka import KafkaResource
 from stock_platform.resources.object_store import LocalObjectStore
 from stock_platform.resources.warehouse import DuckDBWarehouse
+from stock_platform_tests.kafka_topics import PAST_MINUTES, create_topic, record_key
 
 ASSETS = [stock_quotes_topic, kafka_quote_batch, raw_quote_object, raw_quote_table]
 
@@ -49,7 +48,9 @@ def quote(seq: int, fetched_at: int, symbol: str = "AAPL", price: float = 190.0)
 def make_resources(bootstrap: str, topic: str, tmp_path: Path, **overrides: Any) -> dict[str, Any]:
     """Ingestion resources on the test broker, with a lake and a DuckDB file under ``tmp_path``."""
     resources: dict[str, Any] = {
-        "kafka": KafkaResource(bootstrap_servers=bootstrap, topic=topic, ingest_group=f"ingest-{topic}"),
+        "kafka": KafkaResource(
+            bootstrap_servers=bootstrap, topic=topic, ingest_group=f"ingest-{topic}", **PAST_MINUTES
+        ),
         "object_store": LocalObjectStore(root=str(tmp_path / "lake")),
         "warehouse": DuckDBWarehouse(path=str(tmp_path / "warehouse.duckdb")),
     }
@@ -62,8 +63,9 @@ def closed_minute(minutes_ago: int = 30) -> str:
     return minute_key(dt.datetime.now(dt.UTC) - dt.timedelta(minutes=minutes_ago))
 
 
-def produce(bootstrap: str, topic: str, messages: Iterable[tuple[int, int, bytes | None]]) -> None:
-    """Produce (kafka_partition, timestamp_ms, value) with the symbol-less key b"k"; waits for delivery."""
+def produce(bootstrap: str, topic: str, messages: Iterable[tuple[Any, ...]]) -> None:
+    """Produce (kafka_partition, timestamp_ms, value[, key]) messages, keyed by the record's symbol unless
+    a key is given; waits for delivery."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
     failures: list[str] = []
 
@@ -71,8 +73,8 @@ def produce(bootstrap: str, topic: str, messages: Iterable[tuple[int, int, bytes
         if err is not None:
             failures.append(str(err))
 
-    for partition, timestamp_ms, value in messages:
-        producer.produce(topic, value=value, key=b"k", partition=partition, timestamp=timestamp_ms,
+    for partition, timestamp_ms, value, *key in messages:
+        producer.produce(topic, value=value, key=key[0] if key else record_key(value), partition=partition, timestamp=timestamp_ms,
                          on_delivery=report)  # fmt: skip
     assert producer.flush(30) == 0
     assert failures == []
@@ -88,11 +90,7 @@ def valid_messages(partition_key: str, count: int, partitions: int = 2, seq_star
 
 @pytest.fixture
 def new_topic(kafka_broker) -> Callable[..., str]:
-    admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap_servers})
-
-    def create(partitions: int = 2) -> str:
-        name = f"quotes-{uuid.uuid4().hex[:10]}"
-        admin.create_topics([NewTopic(name, partitions, 1)])[name].result(30)
-        return name
+    def create(partitions: int = 2, append_time: bool = False) -> str:
+        return create_topic(kafka_broker.bootstrap_servers, "quotes", partitions, append_time)
 
     return create

@@ -19,15 +19,16 @@ import pytest
 from stock_platform.ingestion.assets import kafka_quote_batch, raw_quote_object, raw_quote_table
 from stock_platform.ingestion.object_keys import dead_letter_object_key, raw_object_key
 from stock_platform.partitions import minute_window, minute_window_ms
-from stock_platform.quotes import CLOCK_TOLERANCE_MS, encode_record
+from stock_platform.quotes import encode_record
 from stock_platform.resources.kafka import KafkaResource
 from stock_platform.resources.object_store import LocalObjectStore
 from stock_platform.resources.warehouse import DuckDBWarehouse
 from stock_platform_tests.ingestion.conftest import closed_minute, produce, quote
+from stock_platform_tests.kafka_topics import PAST_MINUTES
 
 pytestmark = pytest.mark.integration
 
-TICKER_RULE = "is not a ticker (A-Z, 0-9, '.', '-', ':', at most 20)"
+TICKER_RULE = "is not a ticker (A-Z, 0-9, '.', '-', ':', at most 20, nothing else)"
 SQL_SYMBOL = "AAPL'; DROP TABLE bronze_stock_quotes_raw;--"
 YEAR_MS = 365 * 86_400_000
 
@@ -39,6 +40,7 @@ class Message:
     timestamp_ms: int
     value: bytes | None
     reason: str | None  # None: a good record, which must reach the raw table
+    key: bytes | None = None  # None: the record's symbol, as the producer keys it
 
 
 def with_fields(record: dict[str, Any], **changes: Any) -> bytes:
@@ -54,6 +56,29 @@ def bad_kinds(seq: int, ts: int) -> list[tuple[str, bytes | None, str]]:
     good = quote(seq, ts)  # price 190: h 191, l 189
     compact = encode_record(good)
     return [
+        # Nesting past Python's recursion limit within the size limit: json raises RecursionError.
+        ("deeply nested JSON", b"[" * 2000 + b"]" * 2000, "undecodable record (RecursionError)"),
+        (
+            "deeply nested field",
+            compact.replace(b'"c":190.0', b'"c":' + b"[" * 1500 + b"]" * 1500),
+            "undecodable record (RecursionError)",
+        ),
+        (
+            "symbol with a trailing line break",
+            with_fields(good, symbol="AAPL\n"),
+            f"symbol 'AAPL\\n' {TICKER_RULE}",
+        ),
+        (
+            "fractional quote time",
+            with_fields(good, t=good["t"] + 0.5),
+            f"quote time 't' must be an integer (epoch seconds), got {good['t'] + 0.5!r}",
+        ),
+        ("boolean schema version", with_fields(good, schema_version=True), "unsupported schema_version True"),
+        (
+            "implausible price",
+            with_fields(good, c=1e300, h=1e300),
+            "price field 'c' is outside [0.0001, 1e+07]: 1e+300",
+        ),
         ("broken JSON", b'{"symbol": "AAPL", "c": ', "not JSON: Expecting value at char 24"),
         ("empty value", b"", "not JSON: Expecting value at char 0"),
         ("non-UTF-8", b"\xff\xfe{}", "not UTF-8: invalid start byte at byte 0"),
@@ -84,14 +109,14 @@ def bad_kinds(seq: int, ts: int) -> list[tuple[str, bytes | None, str]]:
         ("symbol with SQL", with_fields(good, symbol=SQL_SYMBOL), f"symbol {SQL_SYMBOL!r} {TICKER_RULE}"),
         ("lower-case symbol", with_fields(good, symbol="aapl"), f"symbol 'aapl' {TICKER_RULE}"),
         (
-            "fetched_at far in the future",
-            with_fields(good, fetched_at=ts + 80 * YEAR_MS, t=(ts + 80 * YEAR_MS) // 1000),
-            "fetched_at is more than 300 s after the Kafka timestamp",
+            "fetched_at after 2100",
+            with_fields(good, fetched_at=ts + 80 * YEAR_MS),
+            "field 'fetched_at' must be epoch milliseconds in [946684800000, 4102444800000)",
         ),
         (
-            "fetched_at far in the past",
-            with_fields(good, fetched_at=946_684_800_000, t=946_684_800),
-            "fetched_at is more than 300 s before the Kafka timestamp",
+            "fetched_at before 2000",
+            with_fields(good, fetched_at=946_684_799_999, t=946_684_800),
+            "field 'fetched_at' must be epoch milliseconds in [946684800000, 4102444800000)",
         ),
         (
             "quote time far in the future",
@@ -133,8 +158,9 @@ def good_kinds(seq: int, ts: int) -> list[tuple[str, int, bytes]]:
         ("exchange-prefixed symbol", ts + 1, encode_record(quote(seq + 1, ts + 1, symbol="BINANCE:BTCUSDT"))),
         # Finnhub's t is the last trade: a year old for a halted symbol, or as recorded in a replay.
         ("year-old quote time", ts + 2, with_fields(quote(seq + 2, ts + 2), t=(ts - YEAR_MS) // 1000)),
-        # A producer's clock a little off the broker's (or a LogAppendTime topic): within the tolerance.
-        ("fetched_at slightly off", ts + 3, encode_record(quote(seq + 3, ts + 3 - CLOCK_TOLERANCE_MS // 2))),
+        # A producer whose clock is an hour behind the broker's: fetched_at is data, the minute is arrival.
+        ("producer clock an hour behind", ts + 3, encode_record(quote(seq + 3, ts + 3 - 3_600_000))),
+        ("producer clock a day ahead", ts + 3, encode_record(quote(seq + 5, ts + 3 + 86_400_000))),
         ("pretty-printed JSON", ts + 4, pretty),
     ]
 
@@ -154,6 +180,16 @@ def build_minute(start_ms: int) -> list[Message]:
         add(name, ts, value, reason)
     for name, ts, value in good_kinds(200, start_ms + 40_000):
         add(name, ts, value, None)
+    # Keyed by another symbol (or by nothing): not the producer's record, whatever its content claims.
+    other_key = encode_record(quote(303, start_ms + 44_000, symbol="AMD"))
+    messages.append(
+        Message("key is another symbol", 0, start_ms + 44_000, other_key,
+                "Kafka message has key 'INTC', not the record's symbol 'AMD'", b"INTC")
+    )  # fmt: skip
+    messages.append(
+        Message("no key", 1, start_ms + 44_100, other_key,
+                "Kafka message has no key, not the record's symbol 'AMD'", b"")
+    )  # fmt: skip
     duplicate = encode_record(quote(300, start_ms + 45_000, symbol="MSFT"))
     add("duplicate, first copy", start_ms + 45_000, duplicate, None)
     add("duplicate, second copy", start_ms + 45_000, duplicate, None)
@@ -193,15 +229,24 @@ def test_every_kind_of_bad_input_is_quarantined_with_its_reason(kafka_broker, ne
     key = closed_minute(35)
     start_ms, _ = minute_window_ms(key)
     messages = build_minute(start_ms)
-    produce(kafka_broker.bootstrap_servers, topic, [(m.partition, m.timestamp_ms, m.value) for m in messages])
+    produce(
+        kafka_broker.bootstrap_servers,
+        topic,
+        [(m.partition, m.timestamp_ms, m.value, *([m.key] if m.key is not None else [])) for m in messages],
+    )
     placed = with_offsets(messages)
     bad = {at: m for at, m in placed.items() if m.reason is not None}
     good = {at: m for at, m in placed.items() if m.reason is None}
-    assert (len(bad), len(good)) == (30, 39)
-    assert len({m.reason for m in bad.values()}) == 30  # each kind has its own reason
+    kinds = len(bad_kinds(0, start_ms)) + 2  # and the two wrongly keyed records
+    assert (len(bad), len(good)) == (kinds, kinds - 2 + len(good_kinds(0, start_ms)) + 4)
+    # Each kind has its own reason, but for two pairs: nesting (whole or in a field) and fetched_at's bounds.
+    assert len({m.reason for m in bad.values()}) == len(bad) - 2
     resources = {
         "kafka": KafkaResource(
-            bootstrap_servers=kafka_broker.bootstrap_servers, topic=topic, ingest_group=f"ingest-{topic}"
+            bootstrap_servers=kafka_broker.bootstrap_servers,
+            topic=topic,
+            ingest_group=f"ingest-{topic}",
+            **PAST_MINUTES,
         ),
         "object_store": LocalObjectStore(root=str(tmp_path / "lake")),
         "warehouse": DuckDBWarehouse(path=str(tmp_path / "warehouse.duckdb")),
@@ -211,14 +256,14 @@ def test_every_kind_of_bad_input_is_quarantined_with_its_reason(kafka_broker, ne
     result = dg.materialize(assets, partition_key=key, resources=resources)
 
     assert result.success
-    assert metadata(result, "kafka_quote_batch")["records"] == 69
-    assert metadata(result, "raw_quote_object")["rows"] == 39
-    assert metadata(result, "raw_quote_object")["dead_lettered_rows"] == 30
-    assert metadata(result, "raw_quote_table")["rows"] == 39
+    assert metadata(result, "kafka_quote_batch")["records"] == len(placed)
+    assert metadata(result, "raw_quote_object")["rows"] == len(good)
+    assert metadata(result, "raw_quote_object")["dead_lettered_rows"] == len(bad)
+    assert metadata(result, "raw_quote_table")["rows"] == len(good)
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
     no_dead_letters = evaluations["no_dead_letters"]
     assert (no_dead_letters.passed, no_dead_letters.severity) == (False, dg.AssetCheckSeverity.WARN)
-    assert no_dead_letters.metadata["dead_lettered_rows"].value == 30
+    assert no_dead_letters.metadata["dead_lettered_rows"].value == len(bad)
     assert evaluations["rows_match_raw_object"].passed
 
     dead_path = tmp_path / "lake" / dead_letter_object_key(topic, key)
@@ -250,10 +295,10 @@ def test_every_kind_of_bad_input_is_quarantined_with_its_reason(kafka_broker, ne
 
     table_before = sorted(rows)
     rerun = dg.materialize(assets, partition_key=key, resources=resources)
-    assert metadata(rerun, "raw_quote_object")["dead_lettered_rows"] == 30
+    assert metadata(rerun, "raw_quote_object")["dead_lettered_rows"] == len(bad)
     # The dead-letter object holds the same lines (read order across partitions may differ).
     assert sorted(map(json.dumps, gzip_lines(dead_path))) == sorted(json.dumps(d) for d in dead.values())
-    assert len(gzip_lines(tmp_path / "lake" / raw_object_key(topic, key))) == 39
+    assert len(gzip_lines(tmp_path / "lake" / raw_object_key(topic, key))) == len(good)
     with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as conn:
         again = conn.execute(
             "select kafka_partition, kafka_offset, v::varchar from main.bronze_stock_quotes_raw where minute = ?",

@@ -26,7 +26,6 @@ import dagster as dg
 import duckdb
 import pytest
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from stock_platform.ingestion.assets import (
     kafka_quote_batch,
@@ -49,6 +48,7 @@ from stock_platform.services.kafka import KafkaBroker
 from stock_platform.services.paths import PROJECT_ROOT
 from stock_platform.services.process import free_port, port_open
 from stock_platform.services.s3 import S3Server
+from stock_platform_tests import kafka_topics
 from stock_platform_tests.ingestion.conftest import (
     ASSETS,
     closed_minute,
@@ -56,6 +56,7 @@ from stock_platform_tests.ingestion.conftest import (
     produce,
     valid_messages,
 )
+from stock_platform_tests.kafka_topics import PAST_MINUTES, record_key
 
 # ---------------------------------------------------------------------------------------------------
 # helpers
@@ -135,10 +136,7 @@ def round_robin_ends(count: int, partitions: int = 2) -> dict[int, int]:
 
 
 def create_topic(bootstrap: str, partitions: int = 2) -> str:
-    name = f"faults-{uuid.uuid4().hex[:10]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})  # kept alive until the future resolves
-    admin.create_topics([NewTopic(name, partitions, 1)])[name].result(30)
-    return name
+    return kafka_topics.create_topic(bootstrap, "faults", partitions)
 
 
 def produce_many(bootstrap: str, topic: str, messages: Iterable[tuple[int, int, bytes]]) -> None:
@@ -147,7 +145,9 @@ def produce_many(bootstrap: str, topic: str, messages: Iterable[tuple[int, int, 
     for partition, timestamp_ms, value in messages:
         while True:
             try:
-                producer.produce(topic, value=value, key=b"k", partition=partition, timestamp=timestamp_ms)
+                producer.produce(
+                    topic, value=value, key=record_key(value), partition=partition, timestamp=timestamp_ms
+                )
                 break
             except BufferError:
                 producer.poll(0.05)
@@ -434,7 +434,11 @@ def test_a_broker_restart_while_the_minute_is_read_is_retried(own_broker, tmp_pa
     key = closed_minute(36)
     produce(bootstrap, topic, valid_messages(key, 40))
     kafka = KafkaResource(
-        bootstrap_servers=bootstrap, topic=topic, ingest_group=f"ingest-{topic}", timeout_seconds=2
+        bootstrap_servers=bootstrap,
+        topic=topic,
+        ingest_group=f"ingest-{topic}",
+        timeout_seconds=2,
+        **PAST_MINUTES,
     )
     resources = make_resources(bootstrap, topic, tmp_path, kafka=kafka)
     materialize(resources, key, assets=[stock_quotes_topic, kafka_quote_batch])  # the minute's batch
@@ -475,7 +479,10 @@ dg.materialize(
     [stock_quotes_topic, kafka_quote_batch, raw_quote_object, raw_quote_table],
     partition_key=args["key"],
     resources={
-        "kafka": KafkaResource(bootstrap_servers=args["bootstrap"], topic=args["topic"], ingest_group=args["group"]),
+        "kafka": KafkaResource(
+            bootstrap_servers=args["bootstrap"], topic=args["topic"], ingest_group=args["group"],
+            require_log_append_time=False,
+        ),
         "object_store": LocalObjectStore(root=args["lake"]),
         "warehouse": DuckDBWarehouse(path=args["db"]),
     },

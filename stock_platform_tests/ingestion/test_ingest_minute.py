@@ -25,6 +25,7 @@ from stock_platform_tests.ingestion.conftest import (
     quote,
     valid_messages,
 )
+from stock_platform_tests.kafka_topics import PAST_MINUTES
 
 pytestmark = pytest.mark.integration
 
@@ -106,7 +107,11 @@ def test_minute_is_loaded_exactly_once_however_often_it_runs(kafka_broker, new_t
     assert obj["max_event_time"].endswith(":59.999+00:00")
     assert obj["bytes"] == (tmp_path / "lake" / raw_object_key(topic, key)).stat().st_size
     assert metadata(result, "raw_quote_table")["rows"] == 42
-    assert checks(result) == {"no_dead_letters": False, "rows_match_raw_object": True}
+    assert checks(result) == {
+        "no_dead_letters": False,
+        "rows_match_raw_object": True,
+        "warehouse_has_every_lake_minute": True,
+    }
 
     lines = gzip_lines(tmp_path / "lake" / raw_object_key(topic, key))
     assert len(lines) == 42
@@ -151,7 +156,7 @@ def test_open_minute_is_refused_with_a_clear_message(kafka_broker, new_topic, tm
     produce(kafka_broker.bootstrap_servers, topic, [(0, start_ms, encode_record(quote(1, start_ms)))])
     resources = make_resources(kafka_broker.bootstrap_servers, topic, tmp_path)
     resources["kafka"] = KafkaResource(
-        bootstrap_servers=kafka_broker.bootstrap_servers, topic=topic, grace_seconds=180
+        bootstrap_servers=kafka_broker.bootstrap_servers, topic=topic, grace_seconds=180, **PAST_MINUTES
     )
 
     result = materialize(resources, key, raise_on_error=False)
@@ -355,7 +360,11 @@ def test_a_minute_without_quotes_is_an_empty_success(kafka_broker, new_topic, tm
     )
     assert gzip_lines(tmp_path / "lake" / raw_object_key(topic, empty)) == []
     assert table_rows(tmp_path / "warehouse.duckdb", empty) == []
-    assert checks(result) == {"no_dead_letters": True, "rows_match_raw_object": True}
+    assert checks(result) == {
+        "no_dead_letters": True,
+        "rows_match_raw_object": True,
+        "warehouse_has_every_lake_minute": True,
+    }
     assert resources["kafka"].committed_offsets() == {0: 2}
 
 
@@ -368,10 +377,10 @@ def test_parallel_read_workers_build_the_same_minute(kafka_broker, new_topic, tm
     bootstrap = kafka_broker.bootstrap_servers
 
     single = make_resources(bootstrap, topic, tmp_path / "single")
-    single["kafka"] = KafkaResource(bootstrap_servers=bootstrap, topic=topic, read_workers=1)
+    single["kafka"] = KafkaResource(bootstrap_servers=bootstrap, topic=topic, read_workers=1, **PAST_MINUTES)
     parallel = make_resources(bootstrap, topic, tmp_path / "parallel")
     parallel["kafka"] = KafkaResource(
-        bootstrap_servers=bootstrap, topic=topic, read_workers=3, parallel_read_threshold=1
+        bootstrap_servers=bootstrap, topic=topic, read_workers=3, parallel_read_threshold=1, **PAST_MINUTES
     )
     one, three = materialize(single, key), materialize(parallel, key)
 

@@ -15,6 +15,7 @@ from stock_platform.resources.kafka import KafkaResource
 from stock_platform.resources.object_store import LocalObjectStore
 from stock_platform.resources.snowflake_warehouse import SnowflakeWarehouse
 from stock_platform_tests.ingestion.conftest import ASSETS, closed_minute, produce, valid_messages
+from stock_platform_tests.kafka_topics import PAST_MINUTES
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +66,7 @@ def test_snowflake_load_replaces_the_minute_without_duplicates(
     produce(kafka_broker.bootstrap_servers, topic, valid_messages(second, 6))
     warehouse = SnowflakeWarehouse(snowflake=snowflake_schema)
     resources = {
-        "kafka": KafkaResource(bootstrap_servers=kafka_broker.bootstrap_servers, topic=topic),
+        "kafka": KafkaResource(bootstrap_servers=kafka_broker.bootstrap_servers, topic=topic, **PAST_MINUTES),
         "object_store": LocalObjectStore(root=str(tmp_path / "lake")),
         "warehouse": warehouse,
     }

@@ -18,6 +18,7 @@ from stock_platform.quotes import encode_record
 from stock_platform.resources.kafka import KafkaResource
 from stock_platform.services.process import free_port
 from stock_platform_tests.ingestion.conftest import produce, quote
+from stock_platform_tests.kafka_topics import PAST_MINUTES
 
 pytestmark = pytest.mark.integration
 
@@ -36,6 +37,7 @@ def kafka(kafka_broker) -> KafkaResource:
         topic=topic,
         ingest_group=f"g-{topic}",
         grace_seconds=10,
+        **PAST_MINUTES,
     )
 
 

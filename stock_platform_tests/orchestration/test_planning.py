@@ -148,3 +148,15 @@ def test_cursor_round_trips_through_json_and_ignores_unknown_fields():
     assert LagCursor.from_json('{"requested_through": "2026-11-28-08:00", "old_field": 1}') == LagCursor(
         "2026-11-28-08:00"
     )
+
+
+def test_records_before_the_window_are_taken_in_by_its_first_minute_even_if_it_has_none_of_its_own():
+    # The window starts at 08:00; the oldest pending record arrived at 07:30 and the next one at 08:05:
+    # jumping to 08:05 would pass over the old records, so 08:00 runs first, then the rest from 08:05.
+    plan = plan_runs(
+        ms("2026-11-28T07:30:00"), ms("2026-11-28T08:06:30"), LagCursor(), PreviousRun.NONE,
+        grace_ms=GRACE_MS, earliest_key="2026-11-28-08:00",
+        next_record_ms=lambda at: max(at, ms("2026-11-28T08:05:10")),
+    )  # fmt: skip
+    assert [r.run_key for r in plan.ranges] == ["2026-11-28-08:00", "2026-11-28-08:05"]
+    assert plan.cursor.requested_through == "2026-11-28-08:05"

@@ -23,9 +23,10 @@ def test_replay_keeps_recorded_fields_and_rejects_bad_lines(tmp_path):
         json.dumps(RECORD), "", "{not json", json.dumps([1, 2]),
         json.dumps({**RECORD, "symbol": "bad symbol"}), json.dumps({**RECORD, "c": 0}),
     ]) + "\n")  # fmt: skip
-    source = ReplaySource(path, pace="fast", clock_ms=lambda: 42)
+    sent_at = 1764316900000  # the clock when replayed: a quote's t may not be later than its fetch
+    source = ReplaySource(path, pace="fast", clock_ms=lambda: sent_at)
     items = [item for batch in source.batches(threading.Event()) for item in batch]
-    assert items[0] == ("AAPL", 261.74, 1.55, 0.5957, 263.31, 260.68, 261.07, 260.19, 1764316800, 42)
+    assert items[0] == ("AAPL", 261.74, 1.55, 0.5957, 263.31, 260.68, 261.07, 260.19, 1764316800, sent_at)
     assert [(i.reason, i.symbol) for i in items[1:] if isinstance(i, Rejection)] == [
         ("not JSON: Expecting property name enclosed in double quotes at char 1", None),
         ("line must be a JSON object, got list", None),

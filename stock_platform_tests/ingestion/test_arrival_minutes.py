@@ -1,0 +1,198 @@
+"""A minute is the broker's arrival minute: producers' clocks cannot move a record, hide one, or skip one.
+
+Against the real broker: a LogAppendTime topic written by producers whose clocks are wrong in every
+direction; a CreateTime topic refused with the command that fixes it; records older than the
+partitions window taken in by the window's first minute instead of being skipped without a trace.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from types import SimpleNamespace
+
+import dagster as dg
+import duckdb
+import pytest
+from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Consumer, TopicPartition
+
+from stock_platform.ingestion import assets
+from stock_platform.orchestration import sensors
+from stock_platform.orchestration.sensors import LagSensorConfig, kafka_lag_sensor
+from stock_platform.partitions import MINUTE_MS, minute_key_from_ms, minute_window, minute_window_ms
+from stock_platform.quotes import encode_record
+from stock_platform.resources.kafka import KafkaResource
+from stock_platform_tests.ingestion.conftest import (
+    ASSETS,
+    closed_minute,
+    make_resources,
+    produce,
+    quote,
+    valid_messages,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def materialize(resources: dict, key: str, raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
+    return dg.materialize(ASSETS, partition_key=key, resources=resources, raise_on_error=raise_on_error)
+
+
+def raw_rows(db_path) -> list[tuple[str, int, int, str]]:
+    with duckdb.connect(str(db_path), read_only=True) as conn:
+        return conn.execute(
+            "select strftime(minute, '%Y-%m-%d-%H:%M'), kafka_partition, kafka_offset, v::varchar "
+            "from main.bronze_stock_quotes_raw order by 2, 3"
+        ).fetchall()
+
+
+def test_minutes_follow_the_brokers_append_time_whatever_the_producers_clocks_say(
+    kafka_broker, new_topic, tmp_path
+):
+    bootstrap = kafka_broker.bootstrap_servers
+    topic = new_topic(2, append_time=True)
+    now_ms = int(time.time() * 1000)
+    # Producers an hour ahead, a day behind, on time, ten years ahead, ten minutes behind: each stamps
+    # its messages with its own clock (which the broker replaces) and carries it as fetched_at (data).
+    skews = [3_600_000, -86_400_000, 0, 10 * 365 * 86_400_000, -600_000, 1_000]
+    messages = []
+    for i in range(24):
+        clock = now_ms + skews[i % len(skews)]
+        messages.append((i % 2, clock, encode_record(quote(i, clock, symbol=f"S{i % 3}"))))
+    produced_from = int(time.time() * 1000)
+    produce(bootstrap, topic, messages)
+    produced_to = int(time.time() * 1000)
+    first, last = minute_key_from_ms(produced_from), minute_key_from_ms(produced_to)
+
+    # Every message carries the broker's append time, within the moments it was produced.
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"peek-{topic}", "enable.auto.commit": False}
+    )
+    consumer.assign([TopicPartition(topic, p, 0) for p in (0, 1)])
+    seen = []
+    deadline = time.monotonic() + 30
+    while len(seen) < len(messages) and time.monotonic() < deadline:
+        seen += [m for m in consumer.consume(100, timeout=1) if m.error() is None]
+    consumer.close()
+    assert len(seen) == len(messages)
+    for m in seen:
+        kind, stamp = m.timestamp()
+        assert kind == TIMESTAMP_LOG_APPEND_TIME
+        assert produced_from - 1_000 <= stamp <= produced_to + 1_000
+
+    # Close the minute(s): wait for the next minute, then a record on each partition past the end.
+    end_ms = minute_window_ms(last)[1]
+    time.sleep(max(0.0, (end_ms - time.time() * 1000) / 1000) + 0.2)
+    closer = quote(999, int(time.time() * 1000), symbol="CLOSE")
+    produce(bootstrap, topic, [(p, 0, encode_record(closer)) for p in (0, 1)])
+
+    resources = make_resources(
+        bootstrap, topic, tmp_path, kafka=KafkaResource(bootstrap_servers=bootstrap, topic=topic)
+    )
+    keys = [first] if first == last else [first, last]
+    for key in keys:
+        result = materialize(resources, key)
+        assert result.success
+
+    rows = raw_rows(tmp_path / "warehouse.duckdb")
+    # Each record exactly once (offsets 0..n-1 per partition), in the minute the broker appended it.
+    assert sorted((p, o) for _, p, o, _ in rows) == sorted(
+        (p, o) for p in (0, 1) for o in range(sum(1 for m in messages if m[0] == p))
+    )
+    for minute, _, _, v in rows:
+        envelope = json.loads(v)
+        assert minute_key_from_ms(envelope["kafka_timestamp_ms"]) == minute
+        assert minute in keys
+    assert sorted(json.loads(v)["quote"]["seq"] for *_, v in rows) == list(range(len(messages)))
+    committed = resources["kafka"].committed_offsets()
+    assert committed == {p: sum(1 for m in messages if m[0] == p) for p in (0, 1)}
+
+
+def test_a_topic_that_keeps_producer_time_is_refused_with_the_command_that_fixes_it(
+    kafka_broker, new_topic, tmp_path, monkeypatch
+):
+    bootstrap = kafka_broker.bootstrap_servers
+    topic = new_topic(1)  # CreateTime, Kafka's default
+    key = closed_minute(12)
+    produce(bootstrap, topic, valid_messages(key, 3, partitions=1))
+    kafka = KafkaResource(bootstrap_servers=bootstrap, topic=topic, ingest_group=f"g-{topic}")
+    resources = make_resources(bootstrap, topic, tmp_path, kafka=kafka)
+
+    result = materialize(resources, key, raise_on_error=False)
+
+    assert not result.success
+    [failure] = result.get_step_failure_events()
+    description = failure.step_failure_data.user_failure_data.description
+    assert failure.step_key == "kafka_quote_batch"
+    assert "message.timestamp.type=CreateTime" in description
+    assert f"stock-platform topic ensure --topic {topic} --bootstrap-servers {bootstrap}" in description
+
+    monkeypatch.setattr(sensors, "now_ms", lambda: minute_window_ms(key)[1] + 3 * MINUTE_MS)
+    context = dg.build_sensor_context(
+        instance=dg.DagsterInstance.ephemeral(), resources={"kafka": kafka, "lag_sensor": LagSensorConfig()}
+    )
+    skipped = kafka_lag_sensor(context)
+    assert isinstance(skipped, dg.SkipReason)
+    assert "stock-platform topic ensure" in (skipped.skip_message or "")
+
+
+def test_records_older_than_the_partitions_window_are_loaded_by_its_first_minute(
+    kafka_broker, new_topic, tmp_path, monkeypatch
+):
+    bootstrap = kafka_broker.bootstrap_servers
+    topic = new_topic(2)
+    window_start, older = closed_minute(30), closed_minute(45)
+    produce(bootstrap, topic, valid_messages(older, 5))
+    produce(bootstrap, topic, valid_messages(window_start, 4, seq_start=100))
+    # The window begins at window_start: the five older records have no minute of their own.
+    monkeypatch.setattr(assets, "minute_partitions", SimpleNamespace(start=minute_window(window_start)[0]))
+    resources = make_resources(bootstrap, topic, tmp_path)
+
+    first = materialize(resources, window_start)
+    rerun = materialize(resources, window_start)  # after the commit: still the same records
+
+    for result in (first, rerun):
+        [batch] = [
+            e for e in result.get_asset_materialization_events() if e.asset_key.path == ["kafka_quote_batch"]
+        ]
+        assert batch.materialization.metadata["records"].value == 9
+    rows = raw_rows(tmp_path / "warehouse.duckdb")
+    assert sorted((p, o) for _, p, o, _ in rows) == [
+        (0, 0),
+        (0, 1),
+        (0, 2),
+        (0, 3),
+        (0, 4),
+        (1, 0),
+        (1, 1),
+        (1, 2),
+        (1, 3),
+    ]
+    assert {minute for minute, *_ in rows} == {window_start}
+    assert sorted(json.loads(v)["quote"]["seq"] for *_, v in rows) == [0, 1, 2, 3, 4, 100, 101, 102, 103]
+    assert resources["kafka"].committed_offsets() == {0: 5, 1: 4}
+
+
+def test_the_windows_first_minute_reads_from_the_group_position_not_before_it(kafka_broker, new_topic):
+    # Once the group is past the older records, the first minute reads only its own range.
+    bootstrap = kafka_broker.bootstrap_servers
+    topic = new_topic(1)
+    key, older = closed_minute(20), closed_minute(25)
+    produce(bootstrap, topic, valid_messages(older, 3, partitions=1))
+    produce(bootstrap, topic, valid_messages(key, 2, partitions=1, seq_start=50))
+    kafka = KafkaResource(
+        bootstrap_servers=bootstrap, topic=topic, ingest_group=f"g-{topic}", require_log_append_time=False
+    )
+    with kafka.consumer() as consumer:
+        assert (
+            kafka.minute_batch(key, consumer=consumer, floor=kafka.positions(consumer)).ranges_text()
+            == "0:0-5"
+        )
+        kafka.commit_ends({0: 3})
+        assert (
+            kafka.minute_batch(key, consumer=consumer, floor=kafka.positions(consumer)).ranges_text()
+            == "0:3-5"
+        )
+        assert kafka.minute_batch(key, consumer=consumer).ranges_text() == "0:3-5"
+    assert dt.datetime.now(dt.UTC) > minute_window(key)[1]

@@ -1,0 +1,38 @@
+"""Topics for tests, on the session's broker.
+
+Most ingestion tests place records in chosen past minutes, which only a topic that keeps the producer's
+timestamp (CreateTime) allows; they pair such a topic with ``KafkaResource(require_log_append_time=False)``.
+Tests of arrival-time minutes, and every test of the whole platform, use the production setting
+(LogAppendTime, ``stock_platform.kafka_topic.QUOTE_TOPIC_CONFIG``).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from stock_platform.kafka_topic import QUOTE_TOPIC_CONFIG
+
+# Keyword arguments of a KafkaResource reading a CreateTime topic whose records a test placed in the past.
+PAST_MINUTES = {"require_log_append_time": False}
+
+
+def create_topic(
+    bootstrap: str, prefix: str = "quotes", partitions: int = 2, append_time: bool = False
+) -> str:
+    name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # kept alive until the future resolves
+    config = dict(QUOTE_TOPIC_CONFIG) if append_time else {}
+    admin.create_topics([NewTopic(name, partitions, 1, config=config)])[name].result(30)
+    return name
+
+
+def record_key(value: bytes | None) -> bytes:
+    """The key the producer gives a record: its symbol (b"k" for a value that has none)."""
+    try:
+        symbol = json.loads(value)["symbol"]  # type: ignore[arg-type]
+    except Exception:
+        return b"k"
+    return symbol.encode() if isinstance(symbol, str) else b"k"
