@@ -15,6 +15,7 @@ Reported (JSON on stdout):
   manifest parsed once and reused: the floor that a long-lived runner could reach.
 
 Usage: python benchmarks/dbt_incremental.py [--symbols 100] [--minutes 390] [--runs 3] [--workdir DIR]
+       [--project-dir DIR]   (another copy of dbt_project/, to compare a change with what it replaces)
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def insert_minutes(conn: duckdb.DuckDBPyConnection, symbols: int, first: int, la
                        'schema_version', 1, 'symbol', symbol, 'c', c, 'd', c - 100, 'dp', c - 100,
                        'h', 250.0, 'l', 50.0, 'o', 100.0, 'pc', 100.0, 't', t, 'fetched_at', fetched,
                        'source', 'simulated', 'producer_run_id', 'benchmark', 'seq', i * {symbols} + s)),
-               minute, 'benchmark', part, off, minute
+               minute, 'benchmark', part, off, minute, 'stock-quotes'
         from e
         order by minute
         """
@@ -79,12 +80,14 @@ def minute_window(n: int) -> tuple[dt.datetime, dt.datetime]:
     return start, start + dt.timedelta(minutes=1)
 
 
-def run_dbt_subprocess(args: list[str], env: dict[str, str], target: Path) -> tuple[float, float]:
+def run_dbt_subprocess(
+    args: list[str], env: dict[str, str], target: Path, project_dir: Path = DBT_PROJECT_DIR
+) -> tuple[float, float]:
     """(wall seconds, dbt's own elapsed seconds) of one dbt CLI invocation."""
     started = time.perf_counter()
     result = subprocess.run(
         [dbt_executable(), *args, "--target-path", str(target)],
-        cwd=DBT_PROJECT_DIR, env={**os.environ, **env}, capture_output=True, text=True, check=False,
+        cwd=project_dir, env={**os.environ, **env}, capture_output=True, text=True, check=False,
     )  # fmt: skip
     wall = time.perf_counter() - started
     if result.returncode != 0:
@@ -101,6 +104,9 @@ def main() -> None:
         "--runs", type=int, default=3, help="per-minute runs timed (subprocess and in-process)"
     )
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument(
+        "--project-dir", type=Path, default=DBT_PROJECT_DIR, help="dbt project (e.g. a copy of an older one)"
+    )
     args = parser.parse_args()
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="dbt_bench_"))
@@ -116,7 +122,7 @@ def main() -> None:
         insert_minutes(conn, args.symbols, 0, history)
     generate_s = time.perf_counter() - started
     initial_wall, _ = run_dbt_subprocess(
-        ["build", "--exclude-resource-type", "unit_test"], env, workdir / "target_initial"
+        ["build", "--exclude-resource-type", "unit_test"], env, workdir / "target_initial", args.project_dir
     )
 
     # Per-minute runs as Dagster makes them: a new minute lands, then `dbt build` for its window.
@@ -125,7 +131,9 @@ def main() -> None:
         with duckdb.connect(str(db_path)) as conn:
             insert_minutes(conn, args.symbols, n, n + 1)
         window_env = {**env, **dbt_window_env(*minute_window(n))}
-        wall, inner = run_dbt_subprocess(DBT_BUILD_ARGS, window_env, workdir / "target_minute")
+        wall, inner = run_dbt_subprocess(
+            DBT_BUILD_ARGS, window_env, workdir / "target_minute", args.project_dir
+        )
         walls.append(wall)
         elapsed.append(inner)
 
@@ -134,13 +142,15 @@ def main() -> None:
     for n in range(history + args.runs, history + 2 * args.runs):
         with duckdb.connect(str(db_path)) as conn:
             insert_minutes(conn, args.symbols, n, n + 1)
-        wall, inner = run_dbt_subprocess(dbt_build_args(*minute_window(n)), env, workdir / "target_vars")
+        wall, inner = run_dbt_subprocess(
+            dbt_build_args(*minute_window(n)), env, workdir / "target_vars", args.project_dir
+        )
         vars_walls.append(wall)
         vars_elapsed.append(inner)
 
     # The same with dbt's programmatic runner, warm, with a manifest parsed once.
     os.environ.update(env)
-    os.chdir(DBT_PROJECT_DIR)
+    os.chdir(args.project_dir)
     from dbt.cli.main import dbtRunner  # noqa: PLC0415 (import cost is what start-up measures)
 
     target = str(workdir / "target_in_process")

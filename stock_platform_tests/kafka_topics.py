@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
+from typing import Any, Protocol, TypeVar
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -36,3 +38,22 @@ def record_key(value: bytes | None) -> bytes:
     except Exception:
         return b"k"
     return symbol.encode() if isinstance(symbol, str) else b"k"
+
+
+class _Placed(Protocol):
+    partition: int
+
+
+M = TypeVar("M", bound=_Placed)
+
+
+def by_offset(messages: Sequence[M]) -> dict[tuple[int, int], M]:
+    """Messages produced in this order into a fresh topic, by (Kafka partition, offset): offsets count
+    up from 0 per partition."""
+    next_offset: dict[int, int] = {}
+    placed: dict[tuple[int, int], Any] = {}
+    for m in messages:
+        offset = next_offset.get(m.partition, 0)
+        next_offset[m.partition] = offset + 1
+        placed[(m.partition, offset)] = m
+    return placed

@@ -1,41 +1,82 @@
-{#- The minute window an incremental run processes.
+{#- The minute window an incremental run processes: the raw minutes [min_minute, max_minute) it was given.
 
     Dagster passes the partition's window as vars `min_minute` / `max_minute` ('YYYY-MM-DD HH:MM:SS', UTC,
-    end exclusive). The lower bound is moved back by `lookback_minutes`, so records that were loaded
-    late into a recent minute (a minute re-materialized after its first run) are picked up by the next
-    run. Re-reading them is harmless: every incremental model replaces rows by key.
+    end exclusive), or as environment variables STOCK_PLATFORM_DBT_MIN_MINUTE / _MAX_MINUTE, which is how
+    the Dagster asset passes it: a change of `--vars` makes dbt re-parse the whole project (about 1.5 s
+    here), a changed env var only the files that read it.
 
-    The same window may come as environment variables STOCK_PLATFORM_DBT_MIN_MINUTE / _MAX_MINUTE, which
-    is how Dagster passes it: a change of `--vars` makes dbt re-parse the whole project (about 1.5 s here),
-    a changed env var only the files that read it.
+    There is no lookback: every minute loaded into the raw table (first load or reload) is followed by a run
+    whose window holds that minute, so a run that reads exactly the raw minutes of its window misses
+    nothing, and the result does not depend on how late a minute was loaded.
 
-    Without either (a manual `dbt build`), `fallback_lower` (SQL for a timestamp, e.g. the newest minute
-    already processed) is used, or no bound at all. -#}
-{% macro minute_window_filter(minute_expr, fallback_lower=none) -%}
-  {%- set min_minute = var('min_minute', none) or env_var('STOCK_PLATFORM_DBT_MIN_MINUTE', '') -%}
-  {%- set max_minute = var('max_minute', none) or env_var('STOCK_PLATFORM_DBT_MAX_MINUTE', '') -%}
-  {%- set lookback = var('lookback_minutes', 3) | int -%}
+    Without a window (a manual `dbt build`), an incremental run reads the whole raw table: slower, and the
+    same result as a full refresh. -#}
+{% macro run_window() -%}
+  {%- set given = {
+      'min_minute': var('min_minute', none) or env_var('STOCK_PLATFORM_DBT_MIN_MINUTE', ''),
+      'max_minute': var('max_minute', none) or env_var('STOCK_PLATFORM_DBT_MAX_MINUTE', ''),
+  } -%}
+  {%- set bounds = {} -%}
+  {%- for name, value in given.items() if value -%}
+    {%- if not modules.re.fullmatch('[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}', value | string) -%}
+      {{ exceptions.raise_compiler_error(name ~ " must be 'YYYY-MM-DD HH:MM:SS' (UTC), got " ~ value) }}
+    {%- endif -%}
+    {%- do bounds.update({name: value | string}) -%}
+  {%- endfor -%}
+  {{ return(bounds) }}
+{%- endmacro %}
+
+
+{#- SQL condition: the timestamp `minute_expr` (a minute, naive UTC) is in the run's window. -#}
+{% macro minute_window_filter(minute_expr) -%}
+  {%- set bounds = run_window() -%}
   {%- set conditions = [] -%}
-  {%- if min_minute -%}
-    {%- do conditions.append(minute_expr ~ ' >= ' ~ dbt.dateadd('minute', -lookback, timestamp_literal(min_minute))) -%}
-  {%- elif fallback_lower -%}
-    {%- do conditions.append(minute_expr ~ ' >= ' ~ dbt.dateadd('minute', -lookback, '(' ~ fallback_lower ~ ')')) -%}
+  {%- if bounds.min_minute -%}
+    {%- do conditions.append(minute_expr ~ ' >= ' ~ timestamp_literal(bounds.min_minute)) -%}
   {%- endif -%}
-  {%- if max_minute -%}
-    {%- do conditions.append(minute_expr ~ ' < ' ~ timestamp_literal(max_minute)) -%}
+  {%- if bounds.max_minute -%}
+    {%- do conditions.append(minute_expr ~ ' < ' ~ timestamp_literal(bounds.max_minute)) -%}
   {%- endif -%}
   {{ conditions | join(' and ') if conditions else '1 = 1' }}
 {%- endmacro %}
 
 
-{#- The minute (partition) of a raw row: the UTC minute of its Kafka message timestamp. DuckDB's raw table
-    has it as a column, which lets DuckDB skip row groups outside the window instead of parsing JSON. -#}
+{#- SQL condition on a raw-table row: it was loaded into a minute of the run's window. -#}
+{% macro raw_window_filter() -%}
+  {{ return(adapter.dispatch('raw_window_filter', 'stock_platform')()) }}
+{%- endmacro %}
+
+{#- Snowflake: the envelope's `minute` is the loaded minute, 'YYYY-MM-DDTHH:MM:SSZ' (the loader writes it and
+    deletes by it), whose text order is its time order. Comparing the text keeps the predicate on the
+    VARIANT path itself, which Snowflake can prune micro-partitions on. -#}
+{% macro default__raw_window_filter() -%}
+  {%- set bounds = run_window() -%}
+  {%- set conditions = [] -%}
+  {%- if bounds.min_minute -%}
+    {%- do conditions.append("v:minute::varchar >= '" ~ bounds.min_minute | replace(' ', 'T') ~ "Z'") -%}
+  {%- endif -%}
+  {%- if bounds.max_minute -%}
+    {%- do conditions.append("v:minute::varchar < '" ~ bounds.max_minute | replace(' ', 'T') ~ "Z'") -%}
+  {%- endif -%}
+  {{ conditions | join(' and ') if conditions else '1 = 1' }}
+{%- endmacro %}
+
+{#- DuckDB: the `minute` column, which the loader deletes and inserts by, and which lets DuckDB skip row
+    groups outside the window instead of parsing their JSON. -#}
+{% macro duckdb__raw_window_filter() -%}
+  {{ minute_window_filter('minute') }}
+{%- endmacro %}
+
+
+{#- The minute (partition) a raw row was loaded into, naive UTC: the one definition on every dialect. -#}
 {% macro raw_minute() -%}
   {{ return(adapter.dispatch('raw_minute', 'stock_platform')()) }}
 {%- endmacro %}
 
+{#- An explicit format rather than the session's TIMESTAMP_INPUT_FORMAT; 'T' and 'Z' are removed first
+    because fakesnow does not translate quoted literals in a format. -#}
 {% macro default__raw_minute() -%}
-  date_trunc('minute', {{ epoch_millis_to_timestamp(json_bigint('v', ['kafka_timestamp_ms'])) }})
+  try_to_timestamp_ntz(replace(replace(v:minute::varchar, 'T', ' '), 'Z', ''), 'YYYY-MM-DD HH24:MI:SS')
 {%- endmacro %}
 
 {% macro duckdb__raw_minute() -%}

@@ -41,7 +41,8 @@ def build_dbt_assets(project: DbtProject) -> dg.AssetsDefinition:
     )
     def stock_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
         """silver_quotes (typed, deduplicated quotes) and the gold tables Power BI reads, updated for the
-        run's minutes (plus a few minutes of lookback for late records); dbt data tests are asset checks.
+        run's minutes: silver reads the raw minutes loaded in the window, gold recomputes what those silver
+        rows touch, so any order of runs equals a full refresh; dbt data tests are asset checks.
         """
         window = context.partition_time_window
         # The subprocess starts (and copies the environment) inside cli(); streaming happens after.

@@ -24,7 +24,7 @@ from stock_platform.resources.kafka import KafkaResource
 from stock_platform.resources.object_store import LocalObjectStore
 from stock_platform.resources.warehouse import DuckDBWarehouse
 from stock_platform_tests.ingestion.conftest import closed_minute, produce, quote
-from stock_platform_tests.kafka_topics import PAST_MINUTES
+from stock_platform_tests.kafka_topics import PAST_MINUTES, by_offset
 
 pytestmark = pytest.mark.integration
 
@@ -204,17 +204,6 @@ def build_minute(start_ms: int) -> list[Message]:
     return messages
 
 
-def with_offsets(messages: list[Message]) -> dict[tuple[int, int], Message]:
-    """Each message by its (Kafka partition, offset) on a fresh topic: offsets count up per partition."""
-    next_offset: dict[int, int] = {}
-    placed = {}
-    for m in messages:
-        offset = next_offset.get(m.partition, 0)
-        next_offset[m.partition] = offset + 1
-        placed[(m.partition, offset)] = m
-    return placed
-
-
 def gzip_lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in gzip.decompress(path.read_bytes()).splitlines()]
 
@@ -234,7 +223,7 @@ def test_every_kind_of_bad_input_is_quarantined_with_its_reason(kafka_broker, ne
         topic,
         [(m.partition, m.timestamp_ms, m.value, *([m.key] if m.key is not None else [])) for m in messages],
     )
-    placed = with_offsets(messages)
+    placed = by_offset(messages)
     bad = {at: m for at, m in placed.items() if m.reason is not None}
     good = {at: m for at, m in placed.items() if m.reason is None}
     kinds = len(bad_kinds(0, start_ms)) + 2  # and the two wrongly keyed records

@@ -3,11 +3,9 @@ transaction, and a rebuild of the raw table from a lake."""
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pytest
-import snowflake.connector
 from dagster_snowflake import SnowflakeResource
 
 from stock_platform.ingestion import lake
@@ -17,6 +15,7 @@ from stock_platform.partitions import minute_window
 from stock_platform.resources.object_store import LocalObjectStore
 from stock_platform.resources.snowflake_warehouse import SnowflakeWarehouse
 from stock_platform.resources.warehouse import MinuteFile
+from stock_platform_tests.fakesnow_databases import bronze_resource, create_bronze_database
 from stock_platform_tests.ingestion.lake_fixtures import envelopes, gzip_file, lake_envelope_ids, put_minute
 
 pytestmark = pytest.mark.integration
@@ -28,26 +27,8 @@ KEY = "2026-11-28-08:00"
 def snowflake_bronze(fakesnow_server) -> SnowflakeResource:
     """A fresh database with the raw table and stage of sql/snowflake/setup.sql; the ledger is left to
     the warehouse resource, which creates it when missing."""
-    database = f"LEDGER_{uuid.uuid4().hex[:8].upper()}"
-    with snowflake.connector.connect(**fakesnow_server.connection_kwargs()) as conn:
-        cursor = conn.cursor()
-        cursor.execute(f"CREATE DATABASE {database}")
-        cursor.execute(f"CREATE SCHEMA {database}.BRONZE")
-        cursor.execute(f"CREATE TABLE {database}.BRONZE.BRONZE_STOCK_QUOTES_RAW (V VARIANT)")
-        cursor.execute(
-            f"CREATE STAGE {database}.BRONZE.STOCK_QUOTES_STAGE FILE_FORMAT = (TYPE = JSON COMPRESSION = GZIP)"
-        )
-    kwargs = fakesnow_server.connection_kwargs()
-    return SnowflakeResource(
-        account=kwargs["account"],
-        user=kwargs["user"],
-        password=kwargs["password"],
-        database=database,
-        schema="BRONZE",
-        additional_snowflake_connection_args={
-            k: kwargs[k] for k in ("host", "port", "protocol", "session_parameters", "network_timeout")
-        },
-    )
+    database = create_bronze_database(fakesnow_server, "LEDGER", raw_table=True)
+    return bronze_resource(fakesnow_server, database)
 
 
 def query(resource: SnowflakeResource, sql: str) -> list[tuple]:

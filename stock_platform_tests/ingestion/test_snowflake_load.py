@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import dagster as dg
 import pytest
-import snowflake.connector
 from dagster_snowflake import SnowflakeResource
 
 from stock_platform.ingestion.object_keys import minute_iso
 from stock_platform.resources.kafka import KafkaResource
 from stock_platform.resources.object_store import LocalObjectStore
 from stock_platform.resources.snowflake_warehouse import SnowflakeWarehouse
+from stock_platform_tests.fakesnow_databases import bronze_resource, create_bronze_database
 from stock_platform_tests.ingestion.conftest import ASSETS, closed_minute, produce, valid_messages
 from stock_platform_tests.kafka_topics import PAST_MINUTES
 
@@ -23,26 +22,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def snowflake_schema(fakesnow_server) -> SnowflakeResource:
     """A fresh database with the raw table and stage as sql/snowflake/setup.sql creates them."""
-    database = f"STOCK_{uuid.uuid4().hex[:8].upper()}"
-    with snowflake.connector.connect(**fakesnow_server.connection_kwargs()) as conn:
-        cursor = conn.cursor()
-        cursor.execute(f"CREATE DATABASE {database}")
-        cursor.execute(f"CREATE SCHEMA {database}.BRONZE")
-        cursor.execute(f"CREATE TABLE {database}.BRONZE.BRONZE_STOCK_QUOTES_RAW (V VARIANT)")
-        cursor.execute(
-            f"CREATE STAGE {database}.BRONZE.STOCK_QUOTES_STAGE FILE_FORMAT = (TYPE = JSON COMPRESSION = GZIP)"
-        )
-    kwargs = fakesnow_server.connection_kwargs()
-    return SnowflakeResource(
-        account=kwargs["account"],
-        user=kwargs["user"],
-        password=kwargs["password"],
-        database=database,
-        schema="BRONZE",
-        additional_snowflake_connection_args={
-            k: kwargs[k] for k in ("host", "port", "protocol", "session_parameters", "network_timeout")
-        },
-    )
+    database = create_bronze_database(fakesnow_server, "STOCK", raw_table=True)
+    return bronze_resource(fakesnow_server, database)
 
 
 def minute_counts(resource: SnowflakeResource) -> dict[str, int]:

@@ -10,8 +10,10 @@ import math
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
+from stock_platform.quotes import InvalidQuote, validate_record
 from stock_platform_tests.transform.raw_quotes import Quote
 
 ROUND = 9  # digits compared; both warehouses compute in double precision
@@ -22,12 +24,10 @@ def _ts(epoch_s: float) -> dt.datetime:
 
 
 def silver(quotes: Iterable[Quote]) -> list[Quote]:
-    """One quote per record id, then one per (symbol, t): the earliest fetched (then lowest record id)."""
-    by_record: dict[str, Quote] = {}
-    for q in quotes:
-        by_record.setdefault(q.record_id, q)
+    """One quote per (symbol, t): the earliest fetched, then the smallest record id (silver's tie rules when
+    every copy of a record has the same content; silver_rows() applies the whole order)."""
     by_key: dict[tuple[str, int], Quote] = {}
-    for q in by_record.values():
+    for q in quotes:
         key = (q.symbol, q.t)
         if key not in by_key or (q.fetched_at_ms, q.record_id) < (
             by_key[key].fetched_at_ms,
@@ -35,6 +35,49 @@ def silver(quotes: Iterable[Quote]) -> list[Quote]:
         ):
             by_key[key] = q
     return sorted(by_key.values(), key=lambda q: (q.symbol, q.t))
+
+
+@dataclass(frozen=True)
+class LoadedRow:
+    """A raw-table row: a message's record (anything JSON) and where it was loaded."""
+
+    record: Any
+    minute: dt.datetime  # the loaded minute, naive UTC
+    topic: str
+    kafka_partition: int
+    kafka_offset: int
+
+    @property
+    def valid(self) -> bool:
+        try:
+            validate_record(self.record)
+        except InvalidQuote:
+            return False
+        return True
+
+    @property
+    def precedence(self) -> tuple[Any, ...]:
+        """silver_quotes.yml's tie rules: the least of the rows sharing (symbol, t) is kept."""
+        r = self.record
+        record_id = f"{r['producer_run_id']}:{r['seq']}"
+        return (r["fetched_at"], record_id, self.minute, self.topic, self.kafka_partition, self.kafka_offset)
+
+    def quote(self) -> Quote:
+        r = self.record
+        return Quote(r["symbol"], r["t"], r["fetched_at"], float(r["c"]), r["seq"], r["producer_run_id"],
+                     float(r["h"]), float(r["l"]))  # fmt: skip
+
+
+def silver_rows(rows: Iterable[LoadedRow]) -> dict[tuple[str, int], LoadedRow]:
+    """(symbol, t) -> the raw row silver keeps: the least by precedence among the valid rows."""
+    kept: dict[tuple[str, int], LoadedRow] = {}
+    for row in rows:
+        if not row.valid:
+            continue
+        key = (row.record["symbol"], row.record["t"])
+        if key not in kept or row.precedence < kept[key].precedence:
+            kept[key] = row
+    return kept
 
 
 def candles(quotes: list[Quote]) -> set[tuple[Any, ...]]:
@@ -77,6 +120,8 @@ def kpi(quotes: list[Quote]) -> set[tuple[Any, ...]]:
 
 def treechart(quotes: list[Quote], window_minutes: int = 60) -> dict[str, dict[str, Any]]:
     """Per symbol: candle_count, return_count, avg_price, last_price, volatility, relative_volatility."""
+    if not quotes:
+        return {}
     window_end = _ts(max(q.t for q in quotes)).replace(second=0)
     window_start = window_end - dt.timedelta(minutes=window_minutes - 1)
     closes: dict[str, dict[dt.datetime, Quote]] = defaultdict(dict)

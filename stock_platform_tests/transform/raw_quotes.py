@@ -12,10 +12,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+TOPIC = "stock-quotes"
+# DuckDBWarehouse's layout (stock_platform/resources/warehouse.py): `topic` is the last column.
 DUCKDB_RAW_TABLE_DDL = """
 create table if not exists main.bronze_stock_quotes_raw (
     v json, minute timestamp, object_key varchar, kafka_partition integer, kafka_offset bigint,
-    loaded_at timestamp
+    loaded_at timestamp, topic varchar
 )
 """
 
@@ -64,15 +66,28 @@ def minute_of(epoch_ms: int) -> dt.datetime:
     return moment.replace(second=0, microsecond=0)
 
 
-def envelope(record: dict[str, Any], kafka_partition: int, kafka_offset: int) -> dict[str, Any]:
-    minute = minute_of(record["fetched_at"])
+def envelope(
+    record: Any,
+    kafka_partition: int,
+    kafka_offset: int,
+    minute: dt.datetime | None = None,
+    topic: str = TOPIC,
+    timestamp_ms: int | None = None,
+) -> dict[str, Any]:
+    """The envelope of one message loaded into ``minute`` (naive UTC; default: the minute of its
+    ``fetched_at``, for a producer whose clock agrees with the broker's). ``record`` may be anything."""
+    if minute is None:
+        minute = minute_of(record["fetched_at"])
+        timestamp_ms = record["fetched_at"] if timestamp_ms is None else timestamp_ms
+    if timestamp_ms is None:
+        timestamp_ms = int(minute.replace(tzinfo=dt.UTC).timestamp() * 1000)
     return {
         "minute": minute.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "topic": "stock-quotes",
+        "topic": topic,
         "kafka_partition": kafka_partition,
         "kafka_offset": kafka_offset,
-        "kafka_timestamp_ms": record["fetched_at"],
-        "object_key": f"raw/stock-quotes/{minute:%Y/%m/%d/%H%M}/p{kafka_partition}.ndjson.gz",
+        "kafka_timestamp_ms": timestamp_ms,
+        "object_key": f"raw/{topic}/{minute:%Y/%m/%d/%H%M}/p{kafka_partition}.ndjson.gz",
         "quote": record,
     }
 
@@ -87,7 +102,15 @@ def duckdb_rows(envs: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
     for env in envs:
         minute = dt.datetime.strptime(env["minute"], "%Y-%m-%dT%H:%M:%SZ")
         rows.append(
-            (json.dumps(env), minute, env["object_key"], env["kafka_partition"], env["kafka_offset"], minute)
+            (
+                json.dumps(env),
+                minute,
+                env["object_key"],
+                env["kafka_partition"],
+                env["kafka_offset"],
+                minute,
+                env["topic"],
+            )
         )
     return rows
 
@@ -95,7 +118,10 @@ def duckdb_rows(envs: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
 def insert_duckdb(conn: Any, envs: Sequence[dict[str, Any]]) -> None:
     """Append envelopes to DuckDB's raw table (created if missing), in the contract's layout."""
     conn.execute(DUCKDB_RAW_TABLE_DDL)
-    conn.executemany("insert into main.bronze_stock_quotes_raw values (?, ?, ?, ?, ?, ?)", duckdb_rows(envs))
+    if envs:
+        conn.executemany(
+            "insert into main.bronze_stock_quotes_raw values (?, ?, ?, ?, ?, ?, ?)", duckdb_rows(envs)
+        )
 
 
 def insert_snowflake(conn: Any, envs: Sequence[dict[str, Any]]) -> None:

@@ -1,8 +1,8 @@
 """The raw input of the dbt integration tests: a few minutes of quotes with every case silver must handle.
 
-Minutes 0-3 are loaded first; then minute 4 arrives together with late records of minutes 0, 2 and 3.
-The incremental run for minute 4 re-reads minutes 1-4 (lookback 3), so the late records of minutes 2 and 3
-are taken and the one of minute 0 is not.
+Minutes 0-3 are loaded first; then minute 4 arrives together with late records loaded into minutes 0, 2
+and 3. Every loaded minute is followed by a run over it, so the incremental run after the late load covers
+minutes 0-4 (one range run, as a catch-up makes) and takes every late record, however old its minute.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from typing import Any
 from stock_platform_tests.transform.raw_quotes import Quote, envelope
 
 SYMBOLS = ("AAA", "BBB", "CCC")
-LOOKBACK_MINUTES = 3  # dbt_project.yml's default
 
 
 @dataclass
@@ -23,8 +22,8 @@ class Scenario:
     first_envelopes: list[dict[str, Any]] = field(default_factory=list)
     late_envelopes: list[dict[str, Any]] = field(default_factory=list)
     first_quotes: list[Quote] = field(default_factory=list)  # valid quotes in the first load
-    late_quotes_in_lookback: list[Quote] = field(default_factory=list)
-    late_quote_outside_lookback: Quote | None = None
+    late_quotes: list[Quote] = field(default_factory=list)  # valid quotes in the late load
+    late_minutes: tuple[int, int] = (0, 5)  # the minutes [first, end) the late load touched
     invalid_count: int = 0
     _offset: int = 0
 
@@ -87,14 +86,13 @@ def build_scenario(base: dt.datetime) -> Scenario:
         s.first_envelopes.append(s._wrap(record))
     s.invalid_count = 3
 
-    # Then minute 4, and late records loaded into minutes 2, 3 (inside the lookback) and 0 (outside).
+    # Then minute 4, and late records loaded into minutes 2, 3 and 0.
     for q in minute_quotes[4]:
         s.late_envelopes.append(s._wrap(q.record()))
     new_high = quote(1, 2, 35, 999.0)  # BBB, minute 2: a new high of its minute and day candles
     later_dup = Quote("AAA", minute_quotes[3][0].t, minute_quotes[3][0].fetched_at_ms + 20_000, 555.0, 20_000)
-    too_late = quote(0, 0, 25, 1.0)  # AAA, minute 0: would be a new low, but is outside the lookback
-    for q in (new_high, later_dup, too_late):
+    new_low = quote(0, 0, 25, 1.0)  # AAA, minute 0, four minutes late: a new low of its minute and day
+    for q in (new_high, later_dup, new_low):
         s.late_envelopes.append(s._wrap(q.record()))
-    s.late_quotes_in_lookback = [*minute_quotes[4], new_high, later_dup]
-    s.late_quote_outside_lookback = too_late
+    s.late_quotes = [*minute_quotes[4], new_high, later_dup, new_low]
     return s

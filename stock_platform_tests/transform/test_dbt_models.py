@@ -1,8 +1,9 @@
 """The dbt models on DuckDB (through Dagster) and on fakesnow (Snowflake's dialect), on the same raw input.
 
-Each warehouse gets two dbt invocations: a first full build, then the incremental run of one minute after
-late records arrived. Gold is compared with figures computed in Python (expected_gold.py) and between the
-two warehouses.
+Each warehouse gets two dbt invocations: a first full build, then, after minute 4 and late records of
+minutes 0, 2 and 3 were loaded, the incremental run over the loaded minutes 0-4 (one range run, as a
+catch-up makes). Gold is compared with figures computed in Python (expected_gold.py) and between the two
+warehouses. test_incremental_equals_rebuild.py generates such sequences; this one goes through Dagster.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import subprocess
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +25,7 @@ from stock_platform.partitions import minute_key
 from stock_platform.transform.definitions import project, stock_dbt_models
 from stock_platform.transform.project import dbt_cli_resource, dbt_executable
 from stock_platform.transform.window import dbt_build_args
+from stock_platform_tests.fakesnow_databases import create_bronze_database, dbt_env
 from stock_platform_tests.transform import expected_gold
 from stock_platform_tests.transform.raw_quotes import insert_duckdb, insert_snowflake
 from stock_platform_tests.transform.scenario import Scenario, build_scenario
@@ -109,14 +110,19 @@ def duckdb_outcome(scenario: Scenario, tmp_path_factory: pytest.TempPathFactory)
 
     with duckdb.connect(str(path)) as conn:
         insert_duckdb(conn, scenario.late_envelopes)
-    # The per-minute run, as Dagster makes it: the partition's window becomes the dbt vars.
+    # The run over the loaded minutes, as Dagster makes it: one run of a partition range, whose window
+    # becomes the dbt models' window.
+    first_minute, end = (scenario.minute(n) for n in scenario.late_minutes)
     with pytest.MonkeyPatch.context() as mp:
         for name, value in env.items():
             mp.setenv(name, value)
         result = dg.materialize(
             [stock_dbt_models],
-            partition_key=minute_key(scenario.minute(4)),
             resources={"dbt": dbt_cli_resource(project)},
+            tags={
+                "dagster/asset_partition_range_start": minute_key(first_minute),
+                "dagster/asset_partition_range_end": minute_key(end - dt.timedelta(minutes=1)),
+            },
             raise_on_error=False,
         )
     yield DuckDBOutcome(first, read_gold(query), result)
@@ -127,17 +133,8 @@ def fakesnow_outcome(
     scenario: Scenario, fakesnow_server, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Gold, Gold]]:
     work = tmp_path_factory.mktemp("dbt_fakesnow")
-    database = f"DBT_{uuid.uuid4().hex[:8].upper()}"
-    env = {
-        "DBT_TARGET": "fakesnow",
-        "FAKESNOW_HOST": fakesnow_server.host,
-        "FAKESNOW_PORT": str(fakesnow_server.port),
-        "FAKESNOW_DATABASE": database,
-        "FAKESNOW_SCHEMA": "BRONZE",
-    }
-    with snowflake.connector.connect(**fakesnow_server.connection_kwargs()) as conn:
-        conn.cursor().execute(f"create database {database}")
-        conn.cursor().execute(f"create schema {database}.bronze")
+    database = create_bronze_database(fakesnow_server, "DBT")
+    env = dbt_env(fakesnow_server, database)
     kwargs = fakesnow_server.connection_kwargs(database=database, schema="BRONZE")
 
     def query(sql: str) -> list[tuple[Any, ...]]:
@@ -152,7 +149,7 @@ def fakesnow_outcome(
 
     with snowflake.connector.connect(**kwargs) as conn:
         insert_snowflake(conn, scenario.late_envelopes)
-    run_dbt(dbt_build_args(scenario.minute(4), scenario.minute(5)), env, work / "target")
+    run_dbt(dbt_build_args(*(scenario.minute(n) for n in scenario.late_minutes)), env, work / "target")
     yield first, read_gold(query)
 
 
@@ -178,20 +175,21 @@ def test_first_build_equals_figures_computed_from_the_quotes(duckdb_outcome, sce
     # 3 symbols x 4 minutes x 6 quotes, the Kafka redelivery and the Finnhub repeat collapsed.
     assert duckdb_outcome.first.silver_rows == duckdb_outcome.first.silver_distinct_record_ids == 72
     assert duckdb_outcome.first.rejected == {
-        "non-positive price": 1,
+        "price out of range": 1,
         "high below low": 1,
-        "missing or non-numeric field": 1,
+        "not an object of exactly the record fields": 1,
     }
 
 
-def test_incremental_run_takes_late_records_within_the_lookback_only(duckdb_outcome, scenario):
-    candles, kpi, treechart = oracle([*scenario.first_quotes, *scenario.late_quotes_in_lookback])
+def test_incremental_run_takes_every_late_record_of_the_minutes_it_covers(duckdb_outcome, scenario):
+    candles, kpi, treechart = oracle([*scenario.first_quotes, *scenario.late_quotes])
     final = duckdb_outcome.final
     assert final.candles == candles
     assert final.kpi == kpi
     assert final.treechart == treechart
-    # 18 new quotes of minute 4 and BBB's late new high; the late repeat of an AAA quote collapsed.
-    assert final.silver_rows == final.silver_distinct_record_ids == 72 + 18 + 1
+    # 18 new quotes of minute 4, BBB's late new high and AAA's late new low; the late repeat of an AAA
+    # quote collapsed.
+    assert final.silver_rows == final.silver_distinct_record_ids == 72 + 18 + 2
 
     def candle(gold: Gold, symbol: str, grain: str, start: dt.datetime) -> tuple[Any, ...]:
         (row,) = [c for c in gold.candles if c[:3] == (symbol, grain, start)]
@@ -207,9 +205,15 @@ def test_incremental_run_takes_late_records_within_the_lookback_only(duckdb_outc
     assert (after[4], after[7]) == (999.0, before[7] + 1)
     assert after[3] == before[3] and after[5:7] == before[5:7]
     assert candle(final, "BBB", "day", day)[4] == 999.0
-    # The late AAA quote of minute 0 (price 1.0) is outside the lookback: its candle is unchanged.
-    assert candle(final, "AAA", "minute", minute0) == candle(duckdb_outcome.first, "AAA", "minute", minute0)
-    assert min(c[5] for c in final.candles if c[0] == "AAA") > 1.0
+    # The AAA quote loaded four minutes late into minute 0 (price 1.0) is taken: a new low of its minute
+    # and of the day, and nothing else of that minute changed.
+    before, after = (
+        candle(duckdb_outcome.first, "AAA", "minute", minute0),
+        candle(final, "AAA", "minute", minute0),
+    )
+    assert (after[5], after[7]) == (1.0, before[7] + 1)
+    assert after[3:5] == before[3:5] and after[6] == before[6]
+    assert candle(final, "AAA", "day", day)[5] == 1.0
     # A quote re-sent later with the same quote time keeps the first price (555 never appears).
     assert all(555.0 not in c[3:7] for c in final.candles)
     assert final.rejected == duckdb_outcome.first.rejected
@@ -227,8 +231,8 @@ def test_dagster_run_materializes_every_model_and_reports_dbt_tests_as_checks(du
         "gold_treechart",
     }
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
-    assert len(checks) == 27
-    # The window (minutes 1-4 with the lookback) holds the three invalid records of minute 1: a warning.
+    assert len(checks) == 30
+    # The window (minutes 0-4) holds the three invalid records of minute 1: a warning.
     warned = checks.pop("no_rows_in_window_silver_rejected_quotes_minute")
     assert (warned.passed, warned.severity) == (False, dg.AssetCheckSeverity.WARN)
     assert warned.metadata["dagster_dbt/failed_row_count"].value == 3

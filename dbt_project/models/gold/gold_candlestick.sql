@@ -8,12 +8,14 @@
 }}
 
 {#- One row per symbol, grain ('minute' or 'day') and bucket start: an OHLC candle of the sampled prices
-    whose quote time falls in the bucket.
+    whose quote time falls in the bucket (silver has one row per symbol and quote time, so open and close
+    have no tie).
 
-    An incremental run rebuilds the 1-minute candles touched by the window's quotes (late ones included)
-    from all of their quotes, then each touched day from its 1-minute candles (the rebuilt ones and those
-    already here), so a minute's run reads that minute's quotes and one day of candles, never a day of
-    quotes. -#}
+    An incremental run rebuilds, from silver, every 1-minute candle that a silver row of the run's window
+    falls in (a late quote, or an earlier fetch that replaced a quote in silver in this run, has its new
+    loaded minute in the window), from all of the candle's quotes; then each touched day from its 1-minute
+    candles (the rebuilt ones and those already here). So a minute's run reads that minute's quotes and one
+    day of candles, never a day of quotes, and every candle equals a full refresh's. -#}
 
 with
 

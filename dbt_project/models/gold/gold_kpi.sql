@@ -7,8 +7,14 @@
     )
 }}
 
-{#- One row per symbol: its latest quote. An incremental run compares the window's quotes with the row
-    already here, so a late record older than the current one never replaces it. -#}
+{#- One row per symbol: its silver row with the latest quote time (silver has one row per symbol and quote
+    time, so there is no tie).
+
+    An incremental run recomputes, from silver, the row of every symbol that silver rows of the run's
+    window touch (a row silver replaced in this run, by an earlier fetch of the same quote, has its new
+    loaded minute in the window). Silver only ever adds keys or replaces a key's row, so a symbol's latest
+    quote time never goes below the one already here: only that symbol's silver rows from that quote time
+    on are read, which keeps a run from sorting all of silver. -#}
 
 with
 
@@ -24,22 +30,30 @@ quotes as (
         day_open,
         prev_close,
         quote_ts as as_of,
-        fetched_at
+        fetched_at,
+        minute
     from {{ ref('silver_quotes') }}
-    {% if is_incremental() %}
-    where {{ minute_window_filter('minute') }}
-    {% endif %}
 
 ),
 
 {% if is_incremental() %}
+touched as (
+
+    select distinct symbol
+    from quotes
+    where {{ minute_window_filter('minute') }}
+
+),
+
 candidates as (
 
-    select * from quotes
-    union all
-    select existing.*
-    from {{ this }} as existing
-    where existing.symbol in (select symbol from quotes)
+    select quotes.*
+    from quotes
+    inner join touched
+        on quotes.symbol = touched.symbol
+    left join {{ this }} as current_row
+        on quotes.symbol = current_row.symbol
+    where current_row.as_of is null or quotes.as_of >= current_row.as_of
 
 ),
 {% else %}
@@ -52,9 +66,9 @@ candidates as (
 
 final as (
 
-    select *
+    select symbol, price, change, change_pct, day_high, day_low, day_open, prev_close, as_of, fetched_at
     from candidates
-    qualify row_number() over (partition by symbol order by as_of desc, fetched_at desc) = 1
+    qualify row_number() over (partition by symbol order by as_of desc) = 1
 
 )
 

@@ -7,10 +7,15 @@
     )
 }}
 
-{#- One row per symbol and Finnhub quote time. Finnhub repeats an unchanged quote on every poll while the
-    market is closed, and Kafka may deliver a record twice; both collapse here. Of the rows sharing a key,
-    the earliest fetched wins, whether it is already in this table or arrives in this run, so an
-    incremental run gives the same rows as a full refresh. -#}
+{#- One row per symbol and Finnhub quote time: of all valid raw rows sharing that key, the first by
+    quote_precedence() (earliest fetched, then record id, loaded minute, topic, Kafka partition, offset).
+    Finnhub repeats an unchanged quote on every poll while the market is closed, and Kafka may deliver a
+    record twice; both collapse here.
+
+    An incremental run reads the raw minutes of its window, and for each key they hold, compares them with
+    the row already here (the first of every row processed before). The first of a set is the first of
+    the firsts of its parts, whatever the parts, so after any sequence of runs that covers every loaded
+    minute the table equals a full refresh. -#}
 
 with
 
@@ -18,7 +23,7 @@ raw as (
 
     select * from {{ source('bronze', 'bronze_stock_quotes_raw') }}
     {% if is_incremental() %}
-    where {{ minute_window_filter(raw_minute(), fallback_lower='select max(minute) from ' ~ this) }}
+    where {{ raw_window_filter() }}
     {% endif %}
 
 ),
@@ -47,6 +52,7 @@ valid as (
         producer_run_id,
         seq,
         minute,
+        topic,
         cast(kafka_partition as integer) as kafka_partition,
         kafka_offset
     from parsed
@@ -82,23 +88,11 @@ candidates as (
 ),
 {% endif %}
 
-one_per_record as (
-
-    select *
-    from candidates
-    qualify row_number() over (
-        partition by record_id order by minute, kafka_partition, kafka_offset
-    ) = 1
-
-),
-
 final as (
 
     select *
-    from one_per_record
-    qualify row_number() over (
-        partition by symbol, quote_ts order by fetched_at, record_id
-    ) = 1
+    from candidates
+    qualify row_number() over (partition by symbol, quote_ts order by {{ quote_precedence() }}) = 1
 
 )
 

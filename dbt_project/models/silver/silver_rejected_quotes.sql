@@ -3,12 +3,15 @@
         materialized='incremental',
         incremental_strategy='delete+insert',
         tmp_relation_type=incremental_tmp_relation_type(),
-        unique_key=['minute', 'kafka_partition', 'kafka_offset'],
+        unique_key=['minute'],
     )
 }}
 
 {#- Raw rows that silver_quotes keeps out, with the reason: the count of invalid records per minute.
-    Ingestion already validates records, so any row here means a producer or loader let one through. -#}
+    Ingestion already validates records, so any row here means a producer or loader let one through.
+
+    A row depends on its raw row only, so an incremental run replaces the rejected rows of each minute of
+    its window that has any (keyed by minute: a minute is read whole, every topic). -#}
 
 with
 
@@ -16,7 +19,7 @@ raw as (
 
     select * from {{ source('bronze', 'bronze_stock_quotes_raw') }}
     {% if is_incremental() %}
-    where {{ minute_window_filter(raw_minute(), fallback_lower='select max(minute) from ' ~ this) }}
+    where {{ raw_window_filter() }}
     {% endif %}
 
 ),
@@ -31,6 +34,7 @@ final as (
 
     select
         minute,
+        topic,
         cast(kafka_partition as integer) as kafka_partition,
         kafka_offset,
         object_key,
