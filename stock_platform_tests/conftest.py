@@ -9,10 +9,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from stock_platform.services.fakesnow import FakesnowServer
 from stock_platform.services.kafka import KafkaBroker
 from stock_platform.services.s3 import S3Server
+
+# Per-example wall-time limits measure the machine, not the code: on 2 shared cores with a broker and dbt
+# running beside the tests, hypothesis' 200 ms deadline and too-slow health check would fail at random.
+settings.register_profile("stock_platform", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("stock_platform")
 
 
 @pytest.fixture(scope="session")
