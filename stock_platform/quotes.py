@@ -144,11 +144,11 @@ def validate_record(record: Mapping[str, Any]) -> None:
         raise InvalidQuote(f"unexpected field(s): {', '.join(extra)[:200]}")
     version = record["schema_version"]
     if type(version) is not int or version != SCHEMA_VERSION:
-        raise InvalidQuote(f"unsupported schema_version {_shown(version)}")
+        raise InvalidQuote(f"unsupported schema_version {short_repr(version)}")
     symbol = record["symbol"]
     if type(symbol) is not str or not SYMBOL_PATTERN.match(symbol):
         raise InvalidQuote(
-            f"symbol {_shown(symbol)} is not a ticker (A-Z, 0-9, '.', '-', ':', at most 20, nothing else)"
+            f"symbol {short_repr(symbol)} is not a ticker (A-Z, 0-9, '.', '-', ':', at most 20, nothing else)"
         )
     validate_finnhub_quote(record)
     for f in ("fetched_at", "seq"):
@@ -175,9 +175,13 @@ def validate_record(record: Mapping[str, Any]) -> None:
         )
 
 
-def _shown(value: Any) -> str:
-    """A value for a reason: short, whatever it is (a reason must never be megabytes of payload)."""
-    text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else "a huge integer"
+def short_repr(value: Any) -> str:
+    """A value for a reason: short, whatever it is (a reason must never be megabytes of payload), and
+    never raising (repr of deep nesting or a huge integer can)."""
+    try:
+        text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else "a huge integer"
+    except Exception:  # noqa: BLE001 - RecursionError on deep nesting, and whatever a repr may raise
+        return f"a {type(value).__name__}"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -233,7 +237,7 @@ def decode_message(value: bytes | None, key: bytes | None) -> dict[str, Any]:
     """
     record = decode_record(value)
     if key != record["symbol"].encode():
-        shown = "no key" if not key else f"key {_shown(key)[1:]}"
+        shown = "no key" if not key else f"key {short_repr(key)[1:]}"
         raise InvalidQuote(f"Kafka message has {shown}, not the record's symbol {record['symbol']!r}")
     return record
 

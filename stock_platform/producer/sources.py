@@ -31,6 +31,7 @@ from stock_platform.quotes import (
     SOURCES,
     SYMBOL_PATTERN,
     InvalidQuote,
+    short_repr,
     validate_finnhub_quote,
     validate_record,
 )
@@ -100,7 +101,7 @@ def candidate_from_quote(symbol: Any, quote: Any, fetched_at: int) -> Candidate:
     turns every failure into a Rejection.
     """
     if type(symbol) is not str or not SYMBOL_PATTERN.match(symbol):
-        raise InvalidQuote(f"symbol {_shown(symbol)} is not a ticker")
+        raise InvalidQuote(f"symbol {short_repr(symbol)} is not a ticker")
     if not isinstance(quote, Mapping):
         raise InvalidQuote(f"quote must be a JSON object, got {type(quote).__name__}")
     validate_finnhub_quote(quote)  # first: its reasons (missing fields, all-zero quote) are the useful ones
@@ -142,14 +143,6 @@ def _payload_text(payload: Any) -> str:
 
 def _short(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _shown(value: Any) -> str:
-    """A value for a reason: short, whatever it is; never raises."""
-    try:
-        return _short(repr(value), 60)
-    except Exception:  # noqa: BLE001 - a huge int (str conversion limit), deep nesting
-        return f"a {type(value).__name__}"
 
 
 def _failure(exc: BaseException) -> str:
@@ -550,7 +543,7 @@ class FinnhubSource:
                 payload = self.client.quote(symbol)
             except finnhub.FinnhubAPIException as exc:
                 status, response = exc.status_code, exc.response
-                message = exc.message if isinstance(exc.message, str) else _shown(exc.message)
+                message = exc.message if isinstance(exc.message, str) else short_repr(exc.message)
             except finnhub.FinnhubRequestException as exc:
                 # The client raises this for a body it cannot parse; its message carries the body.
                 body = str(exc.message).removeprefix("Invalid Response: ")
