@@ -36,9 +36,9 @@ sys.path.insert(0, str(ROOT))
 
 import duckdb  # noqa: E402
 
+from stock_platform.resources.warehouse import DuckDBWarehouse  # noqa: E402
 from stock_platform.transform.project import DBT_PROJECT_DIR, dbt_executable  # noqa: E402
 from stock_platform.transform.window import DBT_BUILD_ARGS, dbt_build_args, dbt_window_env  # noqa: E402
-from stock_platform_tests.transform.raw_quotes import DUCKDB_RAW_TABLE_DDL  # noqa: E402
 
 SESSION_OPEN = dt.datetime(2026, 11, 27, 14, 30, tzinfo=dt.UTC)  # 09:30 New York
 
@@ -46,7 +46,7 @@ SESSION_OPEN = dt.datetime(2026, 11, 27, 14, 30, tzinfo=dt.UTC)  # 09:30 New Yor
 def insert_minutes(conn: duckdb.DuckDBPyConnection, symbols: int, first: int, last: int) -> None:
     """Raw rows for minutes [first, last) after the open: one quote per symbol per second."""
     open_s = int(SESSION_OPEN.timestamp())
-    conn.execute(DUCKDB_RAW_TABLE_DDL)
+    DuckDBWarehouse.ensure_table(conn)  # the production layout of the raw table
     conn.execute(
         f"""
         insert into main.bronze_stock_quotes_raw

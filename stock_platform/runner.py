@@ -17,47 +17,40 @@ from pathlib import Path
 from typing import Any
 
 from stock_platform.services import manage
-from stock_platform.services.paths import PROJECT_ROOT, platform_home
+from stock_platform.services.paths import PROJECT_ROOT
 from stock_platform.services.process import MissingPrerequisite, ServiceFailed, port_open, spawn, stop_process
+from stock_platform.settings import Settings, SettingsError, load_settings
 
-DAGSTER_YAML = """\
-# Written by `stock-platform run`: a local instance (SQLite under this folder).
-telemetry:
-  enabled: false
-run_coordinator:
-  module: dagster.core.run_coordinator
-  class: QueuedRunCoordinator
-  config:
-    # A closed minute's run should start within a second of being requested (default: every 5 s).
-    dequeue_interval_seconds: 1
-concurrency:
-  runs:
-    max_concurrent_runs: 4
-    tag_concurrency_limits:
-      # Ingestion runs execute one at a time, in the order the lag sensor requested them.
-      - key: stock_platform/ingest
-        limit: 1
-  pools:
-    # The warehouse_writes pool (raw table loads): one writer at a time.
-    default_limit: 1
-# A run worker that dies (kill -9, out of memory) is marked failed, so the lag sensor retries its minutes.
-run_monitoring:
-  enabled: true
-  poll_interval_seconds: 30
-retention:
-  sensor:
-    purge_after_days:
-      skipped: 1
-"""
+# The local instance keeps docker/dagster.yaml's run policy (queue, concurrency, monitoring, retention)
+# and leaves storage, run launcher and compute logs at Dagster's local defaults (SQLite, files here).
+POLICY_SOURCE = PROJECT_ROOT / "docker" / "dagster.yaml"
+POLICY_SECTIONS = ("run_coordinator", "concurrency", "run_monitoring", "retention", "telemetry")
+LOCAL_HEADER = "# Written by `stock-platform run`: a local instance (SQLite under this folder).\n"
+
+
+def local_instance_yaml() -> str:
+    """The local instance config: the policy sections of docker/dagster.yaml, nothing else."""
+    import yaml  # type: ignore[import-untyped]  # PyYAML, which Dagster depends on, ships no types
+
+    deployed = yaml.safe_load(POLICY_SOURCE.read_text())
+    policy = {name: deployed[name] for name in POLICY_SECTIONS if name in deployed}
+    return (
+        f"{LOCAL_HEADER}# Its run policy is copied from docker/dagster.yaml, where it is explained.\n"
+        + yaml.safe_dump(policy, sort_keys=False)
+    )
 
 
 def platform_defaults(home: Path, kafka_settings: dict[str, str]) -> dict[str, str]:
-    """Where a local run under ``home`` keeps everything, and the Kafka it talks to."""
+    """Where a local run under ``home`` keeps everything, and the Kafka it talks to.
+
+    Written out as absolute paths, so every child (dbt in its project folder among them) sees the same.
+    """
+    paths = load_settings({"STOCK_PLATFORM_HOME": str(home)})
     return {
-        "STOCK_PLATFORM_HOME": str(home),
-        "DAGSTER_HOME": str(home / "dagster_home"),
-        "DUCKDB_PATH": str(home / "warehouse.duckdb"),
-        "LAKE_DIR": str(home / "lake"),
+        "STOCK_PLATFORM_HOME": str(paths.home),
+        "DAGSTER_HOME": str(paths.dagster_home_dir),
+        "DUCKDB_PATH": str(paths.duckdb_file),
+        "LAKE_DIR": str(paths.lake_root),
         **kafka_settings,
     }
 
@@ -78,8 +71,8 @@ def prepare_dagster_home(dagster_home: Path) -> None:
 
     dagster_home.mkdir(parents=True, exist_ok=True)
     config = dagster_home / "dagster.yaml"
-    if not config.exists() or config.read_text().startswith(DAGSTER_YAML.splitlines()[0]):
-        config.write_text(DAGSTER_YAML)
+    if not config.exists() or config.read_text().startswith(LOCAL_HEADER):
+        config.write_text(local_instance_yaml())
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         instance.get_runs(limit=1)
         instance.all_instigator_state()
@@ -95,7 +88,9 @@ def ensure_quote_topics(env: dict[str, str]) -> bool:
     from stock_platform.producer.publisher import KafkaUnreachable
 
     try:
-        lines = topic_cli.ensure_from_settings(topic_cli.settings(env), connect_timeout=30.0)
+        lines = topic_cli.ensure_from_settings(
+            topic_cli.topic_settings(load_settings(env)), connect_timeout=30.0
+        )
     except (ValueError, KafkaUnreachable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return False
@@ -122,9 +117,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=20.0, help="simulated feed: quotes per second in all")
 
 
-def producer_command(env: dict[str, str], args: argparse.Namespace) -> list[str]:
+def producer_command(settings: Settings, args: argparse.Namespace) -> list[str]:
     command = [sys.executable, "-m", "stock_platform.cli", "produce"]
-    if not env.get("FINNHUB_API_KEY"):
+    if settings.finnhub_api_key is None:
         command += ["--source", "simulated", "--symbol-count", str(args.symbols), "--rate", str(args.rate)]
     return command
 
@@ -205,7 +200,11 @@ class Platform:
 def run(args: argparse.Namespace) -> int:
     import dagster as dg
 
-    home = platform_home()
+    try:
+        home = load_settings().home
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     kafka_was_running = manage.running(home, "kafka") is not None
     services_args = argparse.Namespace(kafka_port=args.kafka_port, s3_port=7070, fakesnow_port=8085)
     if port_open("127.0.0.1", args.port):
@@ -217,23 +216,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     env = platform_env(home, kafka_settings)
+    settings = load_settings(env)  # valid: os.environ was read above, and the additions are paths
     if not ensure_quote_topics(env):
         if not kafka_was_running:
             manage.down(["kafka"], home)
         return 1
-    prepare_dagster_home(Path(env["DAGSTER_HOME"]))
+    prepare_dagster_home(settings.dagster_home_dir)
     # This process reads the same instance to follow the runs.
-    os.environ["DAGSTER_HOME"] = env["DAGSTER_HOME"]
+    os.environ["DAGSTER_HOME"] = str(settings.dagster_home_dir)
     platform = Platform(home / "logs", env)
     if not args.no_producer:
-        platform.start("producer", producer_command(env, args))
+        platform.start("producer", producer_command(settings, args))
     platform.start("dagster", [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
                                "-h", "127.0.0.1", "-p", str(args.port)])  # fmt: skip
     started = time.time()
     print(f"Dagster UI:      http://127.0.0.1:{args.port}  (log: {home / 'logs' / 'dagster.log'})")
     print(f"Kafka:           {kafka_settings['KAFKA_BOOTSTRAP_SERVERS']}")
-    print(f"Warehouse file:  {env['DUCKDB_PATH']}")
-    print(f"Raw objects:     {env['LAKE_DIR']}")
+    print(f"Warehouse file:  {settings.duckdb_file}")
+    print(f"Raw objects:     {settings.lake_root}")
     if args.minutes:
         print(f"Stopping once {args.minutes} closed minute(s) reach gold; Ctrl-C stops earlier.")
     else:
@@ -274,8 +274,8 @@ def run(args: argparse.Namespace) -> int:
         if not kafka_was_running:
             manage.down(["kafka"], home)
     if args.minutes and not stopping:
-        if env.get("WAREHOUSE", "duckdb") == "duckdb":
-            print_gold_kpi(env["DUCKDB_PATH"])
+        if settings.warehouse == "duckdb":
+            print_gold_kpi(str(settings.duckdb_file))
         else:
             print("gold_kpi is in the warehouse configured by WAREHOUSE; query it there.")
     return 0

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import dagster as dg
+import pytest
 
 from stock_platform.definitions import defs
 from stock_platform.services.paths import PROJECT_ROOT
@@ -37,6 +38,7 @@ def test_groups_are_layers():
     assert groups["gold_kpi"] == groups["gold_candlestick"] == groups["gold_treechart"] == "gold"
 
 
+@pytest.mark.slow  # a `dagster` CLI subprocess loads the code location: tens of seconds
 def test_dagster_cli_validates_the_workspace():
     result = subprocess.run(
         [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],

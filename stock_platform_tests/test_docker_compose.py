@@ -7,6 +7,7 @@ secrets are never literal nor defaulted; the Dagster instance config in docker/ 
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from pathlib import Path
@@ -336,7 +337,7 @@ def test_env_example_holds_no_real_secrets(env_example: dict[str, tuple[str, boo
     secrets = {name: value for name, (value, _, _) in env_example.items() if SECRET_NAME.search(name)}
     assert len(secrets) >= 7
     for name, value in secrets.items():
-        if name.endswith("_PATH") or name == "S3_ACCESS_KEY":
+        if name.endswith(("_PATH", "_ACCESS_KEY")):
             continue  # a file path / a user name, not a secret value
         assert value == "" or value.startswith("change-me"), (
             f"{name} must be empty or a change-me placeholder"
@@ -381,7 +382,9 @@ def test_workspace_points_at_the_code_location_service(services: dict[str, dict[
     assert "code-location" in services
 
 
-def test_dagster_yaml_uses_postgres_from_env_and_a_bounded_run_queue(tmp_path: Path) -> None:
+def test_dagster_yaml_uses_postgres_from_env_and_a_bounded_run_queue(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = yaml.safe_load((DOCKER_DIR / "dagster.yaml").read_text())
     assert config["storage"]["postgres"]["postgres_db"] == {
         "hostname": {"env": "DAGSTER_POSTGRES_HOST"},
@@ -394,8 +397,11 @@ def test_dagster_yaml_uses_postgres_from_env_and_a_bounded_run_queue(tmp_path: P
     # installed in the image) must load into an instance with the queue limits we meant.
     config["storage"] = {"sqlite": {"base_dir": str(tmp_path / "storage")}}
     (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(config))
+    for name in dagster_yaml_env_vars(DOCKER_DIR / "dagster.yaml") - {"DAGSTER_POSTGRES_HOST"}:
+        monkeypatch.setenv(name, "http://minio:9000" if name.endswith("_URL") else "x")
     instance = dg.DagsterInstance.from_config(str(tmp_path))
     try:
+        assert type(instance.compute_log_manager).__name__ == "S3ComputeLogManager"
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
         queue = instance.get_concurrency_config().run_queue_config
         assert queue is not None
@@ -406,3 +412,93 @@ def test_dagster_yaml_uses_postgres_from_env_and_a_bounded_run_queue(tmp_path: P
         ]
     finally:
         instance.dispose()
+
+
+def dagster_yaml_env_vars(path: Path) -> set[str]:
+    """The names of every ``{env: NAME}`` value in a Dagster instance config."""
+    names: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if set(node) == {"env"}:
+                names.add(node["env"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(yaml.safe_load(path.read_text()))
+    return names
+
+
+def test_dagster_services_get_every_variable_the_instance_reads(services: dict[str, dict[str, Any]]) -> None:
+    """A missing variable would stop the instance from loading; the compute logs' keys must reach boto3."""
+    needed = dagster_yaml_env_vars(DOCKER_DIR / "dagster.yaml")
+    assert {"DAGSTER_COMPUTE_LOGS_BUCKET", "DAGSTER_COMPUTE_LOGS_ENDPOINT_URL"} <= needed
+    for name in ("code-location", "dagster-webserver", "dagster-daemon"):
+        environment = services[name]["environment"]
+        assert sorted(needed - set(environment)) == [], name
+        assert (
+            environment["AWS_ACCESS_KEY_ID"] == "${DAGSTER_S3_ACCESS_KEY:?set DAGSTER_S3_ACCESS_KEY in .env}"
+        )
+        assert (
+            environment["AWS_SECRET_ACCESS_KEY"]
+            == "${DAGSTER_S3_SECRET_KEY:?set DAGSTER_S3_SECRET_KEY in .env}"
+        )
+    assert (
+        services["dagster-webserver"]["environment"]["DAGSTER_COMPUTE_LOGS_ENDPOINT_URL"]
+        == "http://minio:9000"
+    )
+
+
+def heredocs(script: str) -> dict[str, str]:
+    """Each ``cat > FILE <<TAG`` here-document of a shell script: file -> body."""
+    found = {}
+    for match in re.finditer(r"cat > (\S+) <<(\w+)\n(.*?)\n\s*\2\n", script, re.DOTALL):
+        found[match.group(1)] = match.group(3)
+    return found
+
+
+def test_minio_init_gives_the_dagster_user_only_the_compute_log_prefix(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    init = services["minio-init"]
+    environment = init["environment"]
+    bucket, prefix = environment["DAGSTER_COMPUTE_LOGS_BUCKET"], environment["DAGSTER_COMPUTE_LOGS_PREFIX"]
+    # The same place the Dagster services write to.
+    webserver = services["dagster-webserver"]["environment"]
+    assert (webserver["DAGSTER_COMPUTE_LOGS_BUCKET"], webserver["DAGSTER_COMPUTE_LOGS_PREFIX"]) == (
+        bucket,
+        prefix,
+    )
+    script = init["command"][0]
+    assert 'mc mb --ignore-existing "root/$$logs"' in script
+    assert (
+        'logs="$$DAGSTER_COMPUTE_LOGS_BUCKET"' in script
+        and 'prefix="$$DAGSTER_COMPUTE_LOGS_PREFIX"' in script
+    )
+    body = heredocs(script)["/tmp/dagster-logs-policy.json"]
+    policy = json.loads(body.replace("$$logs", bucket).replace("$$prefix", prefix))
+    allowed = {
+        (action, resource)
+        for statement in policy["Statement"]
+        if statement["Effect"] == "Allow"
+        for action in statement["Action"]
+        for resource in statement["Resource"]
+    }
+    objects = f"arn:aws:s3:::{bucket}/{prefix}/*"
+    assert allowed == {
+        ("s3:GetBucketLocation", f"arn:aws:s3:::{bucket}"),
+        ("s3:ListBucket", f"arn:aws:s3:::{bucket}"),
+        ("s3:GetObject", objects),
+        ("s3:PutObject", objects),
+        ("s3:DeleteObject", objects),
+        ("s3:AbortMultipartUpload", objects),
+        ("s3:ListMultipartUploadParts", objects),
+    }
+    [listing] = [st for st in policy["Statement"] if "s3:ListBucket" in st["Action"]]
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": [f"{prefix}/*"]}}
+    assert (
+        'mc admin policy attach root stock-platform-dagster-logs --user "$$DAGSTER_S3_ACCESS_KEY"' in script
+    )

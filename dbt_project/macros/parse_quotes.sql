@@ -19,14 +19,15 @@
 {%- endmacro %}
 
 
-{#- The raw envelopes of relation `raw` as typed columns, shared by silver_quotes and silver_rejected_quotes.
+{#- The raw envelopes of relation `raw` as typed columns: the body of the staging model stg_raw_quotes.
 
     Each record field becomes a typed column that is null unless the field holds the JSON type the
     contract requires: a JSON integer within 64 bits (schema_version, t, fetched_at, seq), a JSON number
     (c, d, dp, h, l, o, pc; a boolean is not one), a JSON string (symbol, source, producer_run_id). A value
     of any other type, or a missing or null field, becomes null, never an error, so a malformed record is
     rejected by silver instead of failing the run. `field_count` is the number of keys of `quote` (0 or
-    null when `quote` is not a JSON object). -#}
+    null when `quote` is not a JSON object). `envelope_minute` is the envelope's `minute` text as the loader
+    wrote it ('YYYY-MM-DDTHH:MM:SSZ'), which Snowflake's window filter compares (raw_window_filter). -#}
 {% macro parsed_envelopes(raw) -%}
   {{ return(adapter.dispatch('parsed_envelopes', 'stock_platform')(raw)) }}
 {%- endmacro %}
@@ -35,6 +36,7 @@
 {% macro default__parsed_envelopes(raw) -%}
     select
         {{ raw_minute() }} as minute,
+        v:minute::varchar as envelope_minute,
         {{ json_text('v', ['topic']) }} as topic,
         {{ json_bigint('v', ['kafka_partition']) }} as kafka_partition,
         {{ json_bigint('v', ['kafka_offset']) }} as kafka_offset,
@@ -59,7 +61,9 @@
 
 {#- DuckDB: one json_transform of the envelope, one of the quote into its fields as JSON values, then each
     field's JSON type (json_type) and value. Extracting each field from the envelope text separately parses
-    the whole envelope once per field, several times slower. -#}
+    the whole envelope once per field, several times slower. No MATERIALIZED CTE: DuckDB (2.0) computes each
+    transform once without it, and a materialized CTE would stop the silver models' window filter from
+    reaching the raw table's scan (every raw row would be parsed on every run). -#}
 {% macro duckdb__parsed_envelopes(raw) -%}
     {%- set envelope_type = {
         'topic': 'VARCHAR', 'kafka_partition': 'BIGINT', 'kafka_offset': 'BIGINT', 'object_key': 'VARCHAR',
@@ -68,16 +72,18 @@
                       'source', 'producer_run_id', 'seq'] -%}
     {%- set quote_type = {} -%}
     {%- for f in fields %}{% do quote_type.update({f: 'JSON'}) %}{% endfor -%}
-    {#- MATERIALIZED: otherwise DuckDB inlines the struct into every expression that reads a field and
-        transforms the JSON once per reference. -#}
     select * from (
-        with envelopes as materialized (
-            select {{ raw_minute() }} as minute, json_transform(v, '{{ tojson(envelope_type) }}') as e
+        with envelopes as (
+            select
+                {{ raw_minute() }} as minute,
+                strftime({{ raw_minute() }}, '%Y-%m-%dT%H:%M:%SZ') as envelope_minute,
+                json_transform(v, '{{ tojson(envelope_type) }}') as e
             from {{ raw }}
         ),
-        quotes as materialized (
+        quotes as (
             select
                 minute,
+                envelope_minute,
                 e.topic as topic,
                 e.kafka_partition as kafka_partition,
                 e.kafka_offset as kafka_offset,
@@ -89,6 +95,7 @@
         )
         select
             minute,
+            envelope_minute,
             topic,
             kafka_partition,
             kafka_offset,

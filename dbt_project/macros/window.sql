@@ -41,28 +41,30 @@
 {%- endmacro %}
 
 
-{#- SQL condition on a raw-table row: it was loaded into a minute of the run's window. -#}
+{#- SQL condition on a stg_raw_quotes row: its raw row was loaded into a minute of the run's window. The
+    silver models apply it to the ephemeral staging CTE; both dialects push it down to the raw table's scan,
+    so only the window's envelopes are parsed. -#}
 {% macro raw_window_filter() -%}
   {{ return(adapter.dispatch('raw_window_filter', 'stock_platform')()) }}
 {%- endmacro %}
 
-{#- Snowflake: the envelope's `minute` is the loaded minute, 'YYYY-MM-DDTHH:MM:SSZ' (the loader writes it and
-    deletes by it), whose text order is its time order. Comparing the text keeps the predicate on the
-    VARIANT path itself, which Snowflake can prune micro-partitions on. -#}
+{#- Snowflake: `envelope_minute`, the envelope's `minute` text (v:minute::varchar, 'YYYY-MM-DDTHH:MM:SSZ', which
+    the loader writes and deletes by), whose text order is its time order. Comparing the text keeps the
+    predicate on the VARIANT path itself, which Snowflake can prune micro-partitions on. -#}
 {% macro default__raw_window_filter() -%}
   {%- set bounds = run_window() -%}
   {%- set conditions = [] -%}
   {%- if bounds.min_minute -%}
-    {%- do conditions.append("v:minute::varchar >= '" ~ bounds.min_minute | replace(' ', 'T') ~ "Z'") -%}
+    {%- do conditions.append("envelope_minute >= '" ~ bounds.min_minute | replace(' ', 'T') ~ "Z'") -%}
   {%- endif -%}
   {%- if bounds.max_minute -%}
-    {%- do conditions.append("v:minute::varchar < '" ~ bounds.max_minute | replace(' ', 'T') ~ "Z'") -%}
+    {%- do conditions.append("envelope_minute < '" ~ bounds.max_minute | replace(' ', 'T') ~ "Z'") -%}
   {%- endif -%}
   {{ conditions | join(' and ') if conditions else '1 = 1' }}
 {%- endmacro %}
 
-{#- DuckDB: the `minute` column, which the loader deletes and inserts by, and which lets DuckDB skip row
-    groups outside the window instead of parsing their JSON. -#}
+{#- DuckDB: the raw table's `minute` column, which the loader deletes and inserts by, and which lets DuckDB
+    skip row groups outside the window instead of parsing their JSON. -#}
 {% macro duckdb__raw_window_filter() -%}
   {{ minute_window_filter('minute') }}
 {%- endmacro %}

@@ -1,9 +1,10 @@
 -- stock_platform: a read-only role for Power BI on the GOLD schema, and nothing else.
 --
--- Run once by an administrator after setup.sql and dbt_transformer.sql. Power BI (Desktop, and the
+-- Run once by an administrator after setup.sql and dbt_transformer.sql (USERADMIN creates the role and
+-- user, SYSADMIN the warehouse, SECURITYADMIN grants). Power BI (Desktop, and the
 -- service's scheduled or DirectQuery connections) signs in as a user holding this role; it can SELECT
 -- the gold tables and run queries on its own warehouse, and cannot see BRONZE or SILVER or change anything.
--- Replace the user name and key before running.
+-- Set the user's password (step 3) before Power BI signs in.
 
 -- 1. A warehouse of its own: report queries never queue behind loads, and their cost shows apart.
 -- DirectQuery sends a query per visual on every page view or refresh; XSMALL with a short
@@ -17,9 +18,11 @@ CREATE WAREHOUSE IF NOT EXISTS STOCK_PLATFORM_BI_WH
   COMMENT = 'stock_platform Power BI (DirectQuery on GOLD)';
 
 -- 2. The role ---------------------------------------------------------------------------------------
-USE ROLE SECURITYADMIN;
+USE ROLE USERADMIN;
 CREATE ROLE IF NOT EXISTS STOCK_PLATFORM_BI_READER
   COMMENT = 'stock_platform Power BI: read-only on STOCK_PLATFORM.GOLD';
+
+USE ROLE SECURITYADMIN;
 GRANT ROLE STOCK_PLATFORM_BI_READER TO ROLE SYSADMIN;
 
 GRANT USAGE ON WAREHOUSE STOCK_PLATFORM_BI_WH TO ROLE STOCK_PLATFORM_BI_READER;
@@ -36,13 +39,16 @@ GRANT SELECT ON FUTURE VIEWS IN SCHEMA STOCK_PLATFORM.GOLD TO ROLE STOCK_PLATFOR
 -- With Microsoft Entra ID SSO configured for the account, grant the role to the report authors' own
 -- users instead and skip this user. Otherwise a dedicated user; set its credential as your Snowflake
 -- account's authentication policy requires (Power BI's Snowflake connector signs in with a user name and
--- password, or with Entra ID).
+-- password, or with Entra ID, not with a key pair: so this user is not TYPE = SERVICE like the pipeline's).
+USE ROLE USERADMIN;
 CREATE USER IF NOT EXISTS STOCK_PLATFORM_POWERBI
   DEFAULT_ROLE = STOCK_PLATFORM_BI_READER
   DEFAULT_WAREHOUSE = STOCK_PLATFORM_BI_WH
   DEFAULT_NAMESPACE = STOCK_PLATFORM.GOLD
   COMMENT = 'stock_platform Power BI reports';
 -- ALTER USER STOCK_PLATFORM_POWERBI SET PASSWORD = '<a long random password from your vault>';
+
+USE ROLE SECURITYADMIN;
 GRANT ROLE STOCK_PLATFORM_BI_READER TO USER STOCK_PLATFORM_POWERBI;
 
 -- 4. Check: as the BI role, gold is readable and the rest is not.

@@ -20,7 +20,7 @@ from stock_platform.ingestion.minute_object import (
     write_minute_files,
     write_minute_files_parallel,
 )
-from stock_platform.ingestion.object_keys import (
+from stock_platform.object_keys import (
     batch_manifest_key,
     dead_letter_object_key,
     minute_iso,

@@ -1,15 +1,12 @@
-"""Ingestion's Definitions: the assets, their checks, a per-minute job, and resources wired from env.
+"""Ingestion's Definitions: the assets, their checks, a per-minute job, and resources wired from settings.
 
-The environment is read here only, where resources are wired: ``OBJECT_STORE`` and ``WAREHOUSE`` pick
-the implementation, paths default under ``STOCK_PLATFORM_HOME``, and every secret is a ``dg.EnvVar``
-so its value is resolved at run time and never lands in the definitions or the logs.
+The settings are read once here (stock_platform/settings.py): ``OBJECT_STORE`` and ``WAREHOUSE`` pick the
+implementation, paths default under ``STOCK_PLATFORM_HOME``, and every secret is a ``dg.EnvVar`` so its
+value is resolved at run time and never lands in the definitions or the logs.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -24,6 +21,7 @@ from stock_platform.partitions import minute_partitions
 from stock_platform.resources.kafka import KafkaResource
 from stock_platform.resources.object_store import LocalObjectStore, ObjectStore, S3ObjectStore
 from stock_platform.resources.warehouse import DuckDBWarehouse, Warehouse
+from stock_platform.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
     from dagster_snowflake import SnowflakeResource
@@ -36,90 +34,80 @@ ingest_minute_job = dg.define_asset_job(
 )
 
 
-def _value(env: Mapping[str, str], name: str, default: str) -> str | dg.EnvVar:
-    """An EnvVar when the variable is set (resolved at run time), else the default."""
-    return dg.EnvVar(name) if env.get(name) else default
-
-
-def _home(env: Mapping[str, str]) -> Path:
-    return Path(env.get("STOCK_PLATFORM_HOME") or Path.cwd() / ".stock_platform").resolve()
-
-
-def _flag(env: Mapping[str, str], name: str) -> bool:
-    return env.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def kafka_resource(env: Mapping[str, str]) -> KafkaResource:
+def kafka_resource(settings: Settings) -> KafkaResource:
     return KafkaResource(
-        bootstrap_servers=_value(env, "KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
-        topic=_value(env, "KAFKA_TOPIC", "stock-quotes"),
-        ingest_group=_value(env, "KAFKA_INGEST_GROUP", "stock-platform-ingest"),
-        grace_seconds=float(env.get("KAFKA_GRACE_SECONDS") or 10.0),
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        topic=settings.kafka_topic,
+        ingest_group=settings.kafka_ingest_group,
+        grace_seconds=settings.kafka_grace_seconds,
         # Off only to replay history stamped at chosen times (the catch-up benchmark); see docs/ingestion.md.
-        require_log_append_time=(env.get("KAFKA_REQUIRE_LOG_APPEND_TIME") or "true").strip().lower()
-        not in {"0", "false", "no", "off"},
+        require_log_append_time=settings.kafka_require_log_append_time,
     )
 
 
-def object_store_resource(env: Mapping[str, str]) -> ObjectStore:
-    kind = (env.get("OBJECT_STORE") or "local").lower()
-    if kind == "local":
-        return LocalObjectStore(root=_value(env, "LAKE_DIR", str(_home(env) / "lake")))
-    if kind == "s3":
-        return S3ObjectStore(
-            endpoint=dg.EnvVar("S3_ENDPOINT"),
-            access_key=dg.EnvVar("S3_ACCESS_KEY"),
-            secret_key=dg.EnvVar("S3_SECRET_KEY"),
-            bucket=_value(env, "S3_BUCKET", "stock-quotes-raw"),
-            secure=_flag(env, "S3_SECURE"),
-        )
-    raise ValueError(f"OBJECT_STORE must be 'local' or 's3', got {kind!r}")
+def object_store_resource(settings: Settings) -> ObjectStore:
+    if settings.object_store == "local":
+        return LocalObjectStore(root=str(settings.lake_root))
+    settings.require("s3_secret_key", because="when OBJECT_STORE=s3")
+    return S3ObjectStore(
+        endpoint=settings.s3_endpoint,
+        access_key=settings.s3_access_key,
+        secret_key=dg.EnvVar("S3_SECRET_KEY"),
+        bucket=settings.s3_bucket,
+        secure=settings.s3_secure,
+    )
 
 
-def snowflake_resource(env: Mapping[str, str]) -> SnowflakeResource:
+def snowflake_auth(settings: Settings) -> dict[str, Any]:
+    """Key-pair when a key is given (the loader is a TYPE = SERVICE user); a password only when set."""
+    if settings.snowflake_private_key_path:
+        auth: dict[str, Any] = {"private_key_path": settings.snowflake_private_key_path}
+        if settings.snowflake_private_key_passphrase:
+            auth["private_key_password"] = dg.EnvVar("SNOWFLAKE_PRIVATE_KEY_PASSPHRASE")
+        return auth
+    if settings.snowflake_password:
+        return {"password": dg.EnvVar("SNOWFLAKE_PASSWORD")}
+    raise SettingsError(
+        "WAREHOUSE=snowflake needs SNOWFLAKE_PRIVATE_KEY_PATH (key-pair auth of the loader's service user) "
+        "or SNOWFLAKE_PASSWORD (a user that may log in with a password); neither is set"
+    )
+
+
+def snowflake_resource(settings: Settings) -> SnowflakeResource:
     from dagster_snowflake import SnowflakeResource
 
-    auth: dict[str, Any] = {}
-    if env.get("SNOWFLAKE_PRIVATE_KEY_PATH"):
-        auth["private_key_path"] = dg.EnvVar("SNOWFLAKE_PRIVATE_KEY_PATH")
-        if env.get("SNOWFLAKE_PRIVATE_KEY_PASSPHRASE"):
-            auth["private_key_password"] = dg.EnvVar("SNOWFLAKE_PRIVATE_KEY_PASSPHRASE")
-    else:
-        auth["password"] = dg.EnvVar("SNOWFLAKE_PASSWORD")
+    settings.require("snowflake_account", "snowflake_user", because="when WAREHOUSE=snowflake")
     return SnowflakeResource(
-        account=dg.EnvVar("SNOWFLAKE_ACCOUNT"),
-        user=dg.EnvVar("SNOWFLAKE_USER"),
-        role=_value(env, "SNOWFLAKE_ROLE", "STOCK_PLATFORM_LOADER"),
-        warehouse=_value(env, "SNOWFLAKE_WAREHOUSE", "STOCK_PLATFORM_WH"),
-        database=_value(env, "SNOWFLAKE_DATABASE", "STOCK_PLATFORM"),
-        schema=_value(env, "SNOWFLAKE_SCHEMA", "BRONZE"),  # the field is schema_, its alias schema
-        **auth,
+        account=settings.snowflake_account,
+        user=settings.snowflake_user,
+        role=settings.snowflake_role,
+        warehouse=settings.snowflake_warehouse,
+        database=settings.snowflake_database,
+        schema=settings.snowflake_schema,  # the field is schema_, its alias schema
+        **snowflake_auth(settings),
     )
 
 
-def warehouse_resource(env: Mapping[str, str]) -> Warehouse:
-    kind = (env.get("WAREHOUSE") or "duckdb").lower()
-    if kind == "duckdb":
-        return DuckDBWarehouse(path=_value(env, "DUCKDB_PATH", str(_home(env) / "warehouse.duckdb")))
-    if kind == "snowflake":
-        # Imported here: the Snowflake client libraries take seconds to import, which every run of a
-        # DuckDB platform would otherwise pay at start-up.
-        from stock_platform.resources.snowflake_warehouse import SnowflakeWarehouse
+def warehouse_resource(settings: Settings) -> Warehouse:
+    if settings.warehouse == "duckdb":
+        return DuckDBWarehouse(path=str(settings.duckdb_file))
+    # Imported here: the Snowflake client libraries take seconds to import, which every run of a DuckDB
+    # platform would otherwise pay at start-up.
+    from stock_platform.resources.snowflake_warehouse import SnowflakeWarehouse
 
-        return SnowflakeWarehouse(snowflake=snowflake_resource(env))
-    raise ValueError(f"WAREHOUSE must be 'duckdb' or 'snowflake', got {kind!r}")
+    return SnowflakeWarehouse(snowflake=snowflake_resource(settings))
 
 
-def ingestion_resources(env: Mapping[str, str]) -> dict[str, dg.ConfigurableResource]:
+def ingestion_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     return {
-        "kafka": kafka_resource(env),
-        "object_store": object_store_resource(env),
-        "warehouse": warehouse_resource(env),
+        "kafka": kafka_resource(settings),
+        "object_store": object_store_resource(settings),
+        "warehouse": warehouse_resource(settings),
     }
 
 
 defs = dg.Definitions(
     assets=[stock_quotes_topic, kafka_quote_batch, raw_quote_object, raw_quote_table],
     jobs=[ingest_minute_job],
-    resources=ingestion_resources(os.environ),
+    resources=ingestion_resources(load_settings()),
 )

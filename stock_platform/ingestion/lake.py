@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from stock_platform.ingestion.object_keys import RAW_PREFIX
+from stock_platform.object_keys import RAW_PREFIX
 from stock_platform.partitions import MINUTE, MINUTE_KEY_FORMAT, minute_window
 from stock_platform.resources.object_store import ObjectStore
 from stock_platform.resources.warehouse import Warehouse

@@ -201,15 +201,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> int:
     import dagster as dg
 
-    from stock_platform.ingestion.definitions import ingestion_resources
+    from stock_platform.settings import SettingsError, load_settings
 
     env = os.environ if env is None else env
     if args.first and args.last and args.first > args.last:
         print(f"--from {args.first} is after --to {args.last}", file=sys.stderr)
         return 2
-    # The same wiring as the code location (OBJECT_STORE, WAREHOUSE, ...); EnvVars resolve here as in a
-    # run. Kafka is only asked for its topic name.
-    with dg.build_resources(ingestion_resources(env)) as built:
+    try:
+        # Imported here: the module wires the code location's Definitions from the environment on import.
+        from stock_platform.ingestion.definitions import ingestion_resources
+
+        # The same wiring as the code location (OBJECT_STORE, WAREHOUSE, ...); EnvVars resolve here as
+        # in a run. Kafka is only asked for its topic name.
+        resources = ingestion_resources(load_settings(env))
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    with dg.build_resources(resources) as built:
         store: ObjectStore = built.object_store
         warehouse: Warehouse = built.warehouse
         topic: str = args.topic or built.kafka.topic

@@ -6,12 +6,31 @@ import time
 import dagster as dg
 
 from stock_platform.resources.kafka import KafkaResource
+from stock_platform.settings import Settings
 
 GOLD_ASSETS = ("gold_kpi", "gold_candlestick", "gold_treechart")
 LAG_CHECK = "consumer_lag_within_threshold"
 FRESHNESS_CHECK = "fresh_while_quotes_flow"
-DEFAULT_LAG_THRESHOLD = 10_000
-DEFAULT_FRESH_WITHIN_S = 180
+
+
+def _default(name: str) -> int:
+    default: int = Settings.model_fields[name].default
+    return default
+
+
+class LagSensorConfig(dg.ConfigurableResource):
+    """Tuning of the lag sensor and of the checks it evaluates, so an operator can change it without code.
+
+    The checks read it too, so a check run from the UI judges by the same thresholds as the sensor's ticks.
+    The orchestration Definitions set it from LAG_WARN_THRESHOLD, GOLD_FRESH_WITHIN_SECONDS and
+    CATCH_UP_BATCH_MINUTES; the defaults here are those variables' defaults.
+    """
+
+    lag_warn_threshold: int = _default("lag_warn_threshold")
+    fresh_within_s: int = _default("gold_fresh_within_seconds")
+    batch_minutes: int = _default("catch_up_batch_minutes")
+    max_runs_per_tick: int = 4
+    retry_after_s: float = 30.0
 
 
 def lag_evaluation(total_lag: int, threshold: int) -> dg.AssetCheckEvaluation:
@@ -54,9 +73,9 @@ def freshness_evaluations(
 
 
 @dg.asset_check(asset="stock_quotes_topic", name=LAG_CHECK, description="Warns when the ingest group lags.")
-def consumer_lag_check(kafka: KafkaResource) -> dg.AssetCheckResult:
+def consumer_lag_check(kafka: KafkaResource, lag_sensor: LagSensorConfig) -> dg.AssetCheckResult:
     total = sum(lag.lag for lag in kafka.consumer_lag())
-    evaluation = lag_evaluation(total, DEFAULT_LAG_THRESHOLD)
+    evaluation = lag_evaluation(total, lag_sensor.lag_warn_threshold)
     return dg.AssetCheckResult(
         passed=evaluation.passed, severity=evaluation.severity, metadata=evaluation.metadata
     )
@@ -66,13 +85,16 @@ def _freshness_check(name: str) -> dg.AssetChecksDefinition:
     @dg.asset_check(
         asset=name,
         name=FRESHNESS_CHECK,
-        description=f"Warns when quotes flow but {name} was not updated for {DEFAULT_FRESH_WITHIN_S} s.",
+        description=f"Warns when quotes flow but {name} was not updated for GOLD_FRESH_WITHIN_SECONDS.",
     )
-    def check(context: dg.AssetCheckExecutionContext, kafka: KafkaResource) -> dg.AssetCheckResult:
+    def check(
+        context: dg.AssetCheckExecutionContext, kafka: KafkaResource, lag_sensor: LagSensorConfig
+    ) -> dg.AssetCheckResult:
         now_ms = int(time.time() * 1000)
-        recent = kafka.snapshot(now_ms, recent_ms=DEFAULT_FRESH_WITHIN_S * 1000).records_recently
+        fresh_within_s = lag_sensor.fresh_within_s
+        recent = kafka.snapshot(now_ms, recent_ms=fresh_within_s * 1000).records_recently
         evaluation = next(
-            e for e in freshness_evaluations(context.instance, now_ms, recent, DEFAULT_FRESH_WITHIN_S)
+            e for e in freshness_evaluations(context.instance, now_ms, recent, fresh_within_s)
             if e.asset_key == dg.AssetKey(name)
         )  # fmt: skip
         return dg.AssetCheckResult(

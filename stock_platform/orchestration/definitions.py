@@ -1,23 +1,21 @@
 """Orchestration's Definitions: the per-minute job, the lag sensor and the checks it evaluates.
 
-The sensor's tuning comes from the environment here, at the wiring site (none of it is secret).
+The sensor's and the checks' tuning comes from the settings here, at the wiring site (none of it is secret).
 """
-
-import os
 
 import dagster as dg
 
-from stock_platform.orchestration.checks import consumer_lag_check, freshness_checks
+from stock_platform.orchestration.checks import LagSensorConfig, consumer_lag_check, freshness_checks
 from stock_platform.orchestration.jobs import minute_pipeline_job
-from stock_platform.orchestration.sensors import LagSensorConfig, kafka_lag_sensor
+from stock_platform.orchestration.sensors import kafka_lag_sensor
+from stock_platform.settings import Settings, load_settings
 
 
-def lag_sensor_config(env: dict[str, str]) -> LagSensorConfig:
-    defaults = LagSensorConfig()
+def lag_sensor_config(settings: Settings) -> LagSensorConfig:
     return LagSensorConfig(
-        lag_warn_threshold=int(env.get("LAG_WARN_THRESHOLD") or defaults.lag_warn_threshold),
-        fresh_within_s=int(env.get("GOLD_FRESH_WITHIN_SECONDS") or defaults.fresh_within_s),
-        batch_minutes=int(env.get("CATCH_UP_BATCH_MINUTES") or defaults.batch_minutes),
+        lag_warn_threshold=settings.lag_warn_threshold,
+        fresh_within_s=settings.gold_fresh_within_seconds,
+        batch_minutes=settings.catch_up_batch_minutes,
     )
 
 
@@ -25,5 +23,5 @@ defs = dg.Definitions(
     jobs=[minute_pipeline_job],
     sensors=[kafka_lag_sensor],
     asset_checks=[consumer_lag_check, *freshness_checks],
-    resources={"lag_sensor": lag_sensor_config(dict(os.environ))},
+    resources={"lag_sensor": lag_sensor_config(load_settings())},
 )

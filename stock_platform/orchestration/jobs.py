@@ -1,5 +1,10 @@
 """The per-minute job: a minute's Kafka batch, raw object, raw table and the dbt models, in one run.
 
+The dbt models rebuilt whole on every run (gold_treechart) are unpartitioned assets, and the job holds
+them beside the minute-partitioned ones: Dagster runs them once per run of a minute or a range, after
+silver. A second job requested by the sensor, or an automation condition, would add a run (and its start-up
+of several seconds) per minute, and leave gold_treechart stale until that run ends.
+
 In-process executor: the run's fixed cost (process start, loading the code location) is paid once and
 the steps share it, which is what keeps a whole per-minute run within seconds. The run queue lets one
 ingestion run execute at a time (tag ``stock_platform/ingest``), in the order the sensor requested them,
@@ -24,7 +29,8 @@ minute_pipeline_job = dg.define_asset_job(
     executor_def=dg.in_process_executor,
     tags={INGEST_TAG: "minute"},
     description=(
-        "Kafka batch → raw object → raw table → dbt silver and gold for the selected minute(s); "
+        "Kafka batch → raw object → raw table → dbt silver and gold for the selected minute(s), then the "
+        "unpartitioned gold tables rebuilt whole; "
         "started by kafka_lag_sensor for each closed minute, or for a range of minutes when catching up."
     ),
 )

@@ -12,7 +12,7 @@ from typing import Any
 import dagster as dg
 from confluent_kafka import KafkaException
 
-from stock_platform.orchestration.checks import freshness_evaluations, lag_evaluation
+from stock_platform.orchestration.checks import LagSensorConfig, freshness_evaluations, lag_evaluation
 from stock_platform.orchestration.jobs import minute_pipeline_job
 from stock_platform.orchestration.planning import LagCursor, MinuteRange, PreviousRun, plan_runs
 from stock_platform.partitions import minute_key, minute_partitions
@@ -27,16 +27,6 @@ IN_FLIGHT = {
     dg.DagsterRunStatus.CANCELING,
 }
 FAILED = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
-
-
-class LagSensorConfig(dg.ConfigurableResource):
-    """Tuning of the lag sensor, so an operator can change it without code."""
-
-    lag_warn_threshold: int = 10_000
-    fresh_within_s: int = 180
-    batch_minutes: int = 60
-    max_runs_per_tick: int = 4
-    retry_after_s: float = 30.0
 
 
 def now_ms() -> int:

@@ -25,16 +25,9 @@ from typing import Any
 from confluent_kafka import KafkaException
 
 from stock_platform.kafka_topic import APPEND_TIME, TIMESTAMP_TYPE
+from stock_platform.masking import masked_logging
 from stock_platform.producer.limiter import FINNHUB_MAX_CALLS_PER_SECOND, TokenBucket
-from stock_platform.producer.publisher import (
-    DEFAULT_BOOTSTRAP_SERVERS,
-    DEFAULT_PARTITIONS,
-    DEFAULT_TOPIC,
-    DLQ_TOPIC,
-    KafkaUnreachable,
-    QuotePublisher,
-    check_reachable,
-)
+from stock_platform.producer.publisher import KafkaUnreachable, QuotePublisher, check_reachable
 from stock_platform.producer.sources import (
     DEFAULT_SYMBOLS,
     FinnhubAuthError,
@@ -45,9 +38,9 @@ from stock_platform.producer.sources import (
     simulated_symbols,
 )
 from stock_platform.producer.status import StatusReporter, configure_logging
-from stock_platform.producer.topic_cli import SWITCHED, ensure_topics, kafka_error
-from stock_platform.producer.topic_cli import settings as topic_settings
+from stock_platform.producer.topic_cli import SWITCHED, ensure_topics, env_help, kafka_error, topic_settings
 from stock_platform.quotes import SYMBOL_PATTERN
+from stock_platform.settings import Settings, load_settings
 
 log = logging.getLogger("stock_platform.producer")
 
@@ -91,7 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument(
         "--finnhub-url",
         default=None,
-        help="finnhub API base URL (env FINNHUB_API_URL; default https://api.finnhub.io/api/v1)",
+        help=env_help("finnhub_api_url", "finnhub API base URL "),
     )
     src.add_argument(
         "--max-attempts",
@@ -121,18 +114,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
     kafka = parser.add_argument_group("kafka")
-    kafka.add_argument(
-        "--bootstrap-servers",
-        default=None,
-        help=f"env KAFKA_BOOTSTRAP_SERVERS; default {DEFAULT_BOOTSTRAP_SERVERS}",
-    )
-    kafka.add_argument("--topic", default=None, help=f"env KAFKA_TOPIC; default {DEFAULT_TOPIC}")
-    kafka.add_argument("--dlq-topic", default=None, help=f"env KAFKA_DLQ_TOPIC; default {DLQ_TOPIC}")
+    kafka.add_argument("--bootstrap-servers", default=None, help=env_help("kafka_bootstrap_servers"))
+    kafka.add_argument("--topic", default=None, help=env_help("kafka_topic"))
+    kafka.add_argument("--dlq-topic", default=None, help=env_help("kafka_dlq_topic"))
     kafka.add_argument(
         "--partitions",
         type=int,
         default=None,
-        help=f"partitions when creating the topic (env KAFKA_TOPIC_PARTITIONS; default {DEFAULT_PARTITIONS})",
+        help=env_help("kafka_topic_partitions", "partitions when creating the topic "),
     )
     kafka.add_argument(
         "--replication-factor",
@@ -197,8 +186,9 @@ def _symbols(args: argparse.Namespace) -> list[str]:
     return list(DEFAULT_SYMBOLS)
 
 
-def build_source(args: argparse.Namespace, env: dict[str, str]) -> QuoteSource:
-    source = args.source or ("finnhub" if env.get(API_KEY_VAR) else "simulated")
+def build_source(args: argparse.Namespace, settings: Settings) -> QuoteSource:
+    api_key = settings.finnhub_api_key.get_secret_value() if settings.finnhub_api_key else ""
+    source = args.source or ("finnhub" if api_key else "simulated")
     if source == "simulated":
         symbols = _symbols(args)
         rate = float(len(symbols)) if args.rate is None else args.rate
@@ -209,7 +199,6 @@ def build_source(args: argparse.Namespace, env: dict[str, str]) -> QuoteSource:
         if not args.replay_file.is_file():
             raise UsageError(f"replay file {args.replay_file} does not exist")
         return ReplaySource(args.replay_file, pace=args.pace)
-    api_key = env.get(API_KEY_VAR, "")
     if not api_key:
         raise UsageError(f"--source finnhub needs the {API_KEY_VAR} environment variable")
     if args.symbol_count is not None:
@@ -223,7 +212,7 @@ def build_source(args: argparse.Namespace, env: dict[str, str]) -> QuoteSource:
         api_key=api_key,
         symbols=_symbols(args),
         limiter=TokenBucket(rate, capacity=max(1.0, args.burst)),
-        base_url=args.finnhub_url or env.get("FINNHUB_API_URL") or None,
+        base_url=args.finnhub_url or settings.finnhub_api_url,
         max_attempts=max(1, args.max_attempts),
         backoff_base=args.backoff_base,
         rng=random.Random(),
@@ -237,7 +226,9 @@ def run(args: argparse.Namespace) -> int:
     if not logging.getLogger("stock_platform").handlers:
         handler = configure_logging(sys.stderr)
     try:
-        return _run(args, env)
+        # Every handler that can print a line of this run masks the key, in every encoding.
+        with masked_logging([env.get(API_KEY_VAR, "")], "stock_platform"):
+            return _run(args, env)
     finally:
         if handler is not None:
             logging.getLogger("stock_platform").removeHandler(handler)
@@ -245,12 +236,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, env: dict[str, str]) -> int:
     try:
-        source = build_source(args, env)
+        settings = load_settings(env)
+        source = build_source(args, settings)
     except (UsageError, ValueError, FinnhubAuthError) as exc:
         log.error("%s", exc)
         return 2
     try:
-        kafka = topic_settings(env, args.bootstrap_servers, args.topic, args.dlq_topic, args.partitions)
+        kafka = topic_settings(settings, args.bootstrap_servers, args.topic, args.dlq_topic, args.partitions)
     except ValueError as exc:
         log.error("%s", exc)
         return 2

@@ -34,8 +34,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TOPIC = "stock-quotes"
 DLQ_TOPIC = "stock-quotes-dlq"
-DEFAULT_BOOTSTRAP_SERVERS = "127.0.0.1:9092"
-DEFAULT_PARTITIONS = 3  # of the quote topic, when the producer or `stock-platform topic ensure` creates it
 
 
 class KafkaUnreachable(RuntimeError):

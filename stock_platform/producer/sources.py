@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
+from stock_platform.masking import Masker
 from stock_platform.producer.limiter import TokenBucket
 from stock_platform.producer.market_hours import seconds_until_session
 from stock_platform.quotes import (
@@ -473,6 +474,7 @@ class FinnhubSource:
 
         if not self.api_key:
             raise FinnhubAuthError("FINNHUB_API_KEY is empty; set it to your Finnhub API key")
+        self.scrub = Masker([self.api_key])
         self.client = finnhub.Client(api_key=self.api_key)
         self.client.DEFAULT_TIMEOUT = self.timeout
         if self.base_url:
@@ -495,13 +497,10 @@ class FinnhubSource:
         if response is None:
             return None
         try:
-            return self.scrub(response.text[:MAX_PAYLOAD_CHARS])
+            # Masked before it is cut short: a cut could leave a prefix of the key that no mask matches.
+            return self.scrub(response.text)[:MAX_PAYLOAD_CHARS]
         except Exception:  # noqa: BLE001 - a body that cannot be shown is shown as nothing
             return ""
-
-    def scrub(self, text: str) -> str:
-        """``text`` without the API key (requests puts the full URL, token included, in its errors)."""
-        return text.replace(self.api_key, "***") if self.api_key else text
 
     def batches(self, stop: threading.Event) -> Generator[list[Item], None, None]:
         try:
@@ -551,7 +550,7 @@ class FinnhubSource:
                 cause = exc.__context__  # the client raises it while handling the parser's ValueError
                 if isinstance(cause, ValueError) and not isinstance(cause, json.JSONDecodeError):
                     reason = f"unusable reply from Finnhub: {_failure(cause)}"  # e.g. a 5,000-digit number
-                return rejection(reason, symbol, self.scrub(body[:MAX_PAYLOAD_CHARS]))
+                return rejection(reason, symbol, self.scrub(body))
             except requests.RequestException as exc:
                 error = self.scrub(f"{type(exc).__name__}: {exc}")
             except Exception as exc:  # noqa: BLE001 - the client failed on the reply itself

@@ -10,9 +10,7 @@ an argument is wrong.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException
@@ -28,14 +26,8 @@ from stock_platform.kafka_topic import (
     ensure_quote_topic,
     ensure_topic,
 )
-from stock_platform.producer.publisher import (
-    DEFAULT_BOOTSTRAP_SERVERS,
-    DEFAULT_PARTITIONS,
-    DEFAULT_TOPIC,
-    DLQ_TOPIC,
-    KafkaUnreachable,
-    check_reachable,
-)
+from stock_platform.producer.publisher import KafkaUnreachable, check_reachable
+from stock_platform.settings import Settings, documented_default, load_settings
 
 
 @dataclass(frozen=True)
@@ -46,30 +38,28 @@ class TopicSettings:
     partitions: int
 
 
-def settings(
-    env: Mapping[str, str],
+def topic_settings(
+    settings: Settings,
     bootstrap_servers: str | None = None,
     topic: str | None = None,
     dlq_topic: str | None = None,
     partitions: int | None = None,
 ) -> TopicSettings:
-    """Arguments first, then the environment, then the producer's defaults; ValueError names a bad one."""
-    if partitions is None:
-        raw = env.get("KAFKA_TOPIC_PARTITIONS") or str(DEFAULT_PARTITIONS)
-        try:
-            partitions = int(raw)
-        except ValueError:
-            raise ValueError(f"KAFKA_TOPIC_PARTITIONS must be a whole number, got {raw!r}") from None
+    """Arguments first, then the settings (the environment or the defaults); ValueError names a bad one."""
+    partitions = settings.kafka_topic_partitions if partitions is None else partitions
     if partitions < 1:
         raise ValueError(f"the partition count must be at least 1, got {partitions}")
     return TopicSettings(
-        bootstrap_servers=bootstrap_servers
-        or env.get("KAFKA_BOOTSTRAP_SERVERS")
-        or DEFAULT_BOOTSTRAP_SERVERS,
-        topic=topic or env.get("KAFKA_TOPIC") or DEFAULT_TOPIC,
-        dlq_topic=dlq_topic or env.get("KAFKA_DLQ_TOPIC") or DLQ_TOPIC,
+        bootstrap_servers=bootstrap_servers or settings.kafka_bootstrap_servers,
+        topic=topic or settings.kafka_topic,
+        dlq_topic=dlq_topic or settings.kafka_dlq_topic,
         partitions=partitions,
     )
+
+
+def env_help(name: str, text: str = "") -> str:
+    """An option's help naming the variable it overrides and that variable's default."""
+    return f"{text}(env {name.upper()}; default {documented_default(Settings, name)})"
 
 
 def ensure_topics(
@@ -122,19 +112,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "create the quote topic with the broker's append time (or fix an existing one) and the DLQ topic"
     )
     ensure = sub.add_parser("ensure", help=help_text, description=help_text)
-    ensure.add_argument("--topic", default=None, help=f"env KAFKA_TOPIC; default {DEFAULT_TOPIC}")
-    ensure.add_argument(
-        "--bootstrap-servers",
-        default=None,
-        help=f"env KAFKA_BOOTSTRAP_SERVERS; default {DEFAULT_BOOTSTRAP_SERVERS}",
-    )
+    ensure.add_argument("--topic", default=None, help=env_help("kafka_topic"))
+    ensure.add_argument("--bootstrap-servers", default=None, help=env_help("kafka_bootstrap_servers"))
     ensure.add_argument(
         "--partitions",
         type=int,
         default=None,
-        help=f"partitions when creating the quote topic (env KAFKA_TOPIC_PARTITIONS; default {DEFAULT_PARTITIONS})",
+        help=env_help("kafka_topic_partitions", "partitions when creating the quote topic "),
     )
-    ensure.add_argument("--dlq-topic", default=None, help=f"env KAFKA_DLQ_TOPIC; default {DLQ_TOPIC}")
+    ensure.add_argument("--dlq-topic", default=None, help=env_help("kafka_dlq_topic"))
     ensure.add_argument(
         "--replication-factor",
         type=int,
@@ -148,7 +134,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        config = settings(os.environ, args.bootstrap_servers, args.topic, args.dlq_topic, args.partitions)
+        config = topic_settings(
+            load_settings(), args.bootstrap_servers, args.topic, args.dlq_topic, args.partitions
+        )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -168,17 +168,16 @@ class EarlierRecordsPending(RuntimeError):
     """Committing would skip records that no run has ingested yet; ``str(exc)`` names them."""
 
 
-def gaps_before(committed: Mapping[int, int | None], starts: Mapping[int, int]) -> dict[int, tuple[int, int]]:
-    """Per partition, the offsets [committed, start) that lie between the group's position and a batch.
+def gaps_before(positions: Mapping[int, int], starts: Mapping[int, int]) -> dict[int, tuple[int, int]]:
+    """Per partition, the offsets [position, start) that lie between the group's position and a batch.
 
     A batch may be committed only when nothing lies before it: moving the group past such a gap would
     mark records as ingested that no run loaded (a failed earlier minute, say). A group that never
-    committed has no gap (its first minute may start anywhere).
+    committed stands at the low watermark (``KafkaResource.positions``), as the planner sees it: its
+    first commit too may not skip the records before the batch.
     """
     return {
-        p: (current, start)
-        for p, start in starts.items()
-        if (current := committed.get(p)) is not None and current < start
+        p: (current, start) for p, start in starts.items() if (current := positions.get(p, start)) < start
     }
 
 
@@ -207,7 +206,14 @@ class TopicSnapshot:
 
 
 class KafkaResource(dg.ConfigurableResource):
-    """The quotes topic and the ingest consumer group on one Kafka cluster."""
+    """The quotes topic and the ingest consumer group on one Kafka cluster.
+
+    Only a few methods talk to the broker: ``_consumer``, ``partitions``, ``_watermarks``, ``_offsets_at``,
+    ``require_append_time``, ``committed_offsets``, ``_commit``, ``_first_timestamps`` and ``read``. The
+    rest decides from their answers (with the pure functions above), so the fast tests' in-memory topic
+    (stock_platform_tests/fake_kafka.py) replaces exactly these and runs the same rules; keep new broker
+    calls inside them.
+    """
 
     bootstrap_servers: str = Field(default="127.0.0.1:9092", description="host:port[,host:port...]")
     topic: str = Field(default="stock-quotes", description="Topic of quote records.")
@@ -426,7 +432,7 @@ class KafkaResource(dg.ConfigurableResource):
         """
         with _host_lock(f"{self.bootstrap_servers}/{self.ingest_group}/{self.topic}"), self.consumer() as c:
             before = self.committed_offsets(c)
-            gaps = gaps_before(before, starts or {})
+            gaps = gaps_before(self.positions(c) if starts else {}, starts or {})
             if gaps:
                 listed = ", ".join(f"partition {p} offsets {a}-{b}" for p, (a, b) in sorted(gaps.items()))
                 raise EarlierRecordsPending(

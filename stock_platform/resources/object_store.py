@@ -6,10 +6,11 @@ within a filesystem) and S3 makes an object visible only when its single PUT or 
 completes. User metadata (topic, offset ranges, row count) travels with the object: S3 user metadata,
 or a ``.meta.json`` sidecar beside a local file, itself renamed into place before the object.
 
-The S3 store rides out an outage of the server (a restart, a network blip, 5xx answers) by retrying
-each call with exponential backoff for up to ``retry_seconds``; past that it raises
-ObjectStoreUnavailable, whose message names the endpoint, the attempts and the last error. Every call
-is safe to repeat: a PUT replaces the same key whole, a GET or a delete has no side effect.
+The S3 store rides out an outage of the server (a restart, a network blip, 5xx answers) with urllib3's
+own ``Retry`` in the minio client's connection pool, its waits growing exponentially until they add up
+to ``retry_seconds``; past that it raises ObjectStoreUnavailable, whose message names the endpoint, the
+attempts and the last error. Every request is safe to repeat: a PUT replaces the same key (or part)
+whole, a GET, HEAD or DELETE has no side effect.
 """
 
 from __future__ import annotations
@@ -17,24 +18,20 @@ from __future__ import annotations
 import io
 import json
 import os
-import random
 import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
 
 import certifi
 import dagster as dg
 import urllib3
 from minio import Minio
-from minio.error import S3Error, ServerError
+from minio.error import S3Error
 from pydantic import Field, PrivateAttr
-
-T = TypeVar("T")
 
 NDJSON_GZIP = "application/x-ndjson"
 _META_SUFFIX = ".meta.json"
@@ -49,33 +46,20 @@ class ObjectStoreUnavailable(RuntimeError):
     """The object store did not answer (or answered 5xx) for the whole retry window."""
 
 
-# S3 error codes that mean "try again": the server is overloaded or failed internally, not the request.
-_TRANSIENT_CODES = {
-    "InternalError",
-    "ServiceUnavailable",
-    "SlowDown",
-    "RequestTimeout",
-    "RequestTimeTooSkewed",
-}
+def retries_within(window_s: float, first_wait_s: float, max_wait_s: float) -> int:
+    """How many retries urllib3's ``Retry`` needs for its waits to add up to ``window_s``.
 
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether an S3 call that raised ``exc`` may succeed if repeated unchanged."""
-    if isinstance(exc, S3Error):
-        return exc.code in _TRANSIENT_CODES or exc.response.status >= 500
-    if isinstance(exc, ServerError):  # a 5xx answer without an S3 error document
-        return True
-    # urllib3's errors cover refused connections, resets, timeouts and exhausted retries.
-    return isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError))
-
-
-def backoff_delay(
-    attempt: int, base_s: float, cap_s: float, rng: Callable[[], float] = random.random
-) -> float:
-    """Seconds to wait after failed attempt ``attempt`` (1, 2, ...): exponential up to ``cap_s``, with
-    "equal jitter" (half fixed, half random) so several runs waiting on one server do not retry in step."""
-    ceiling = min(cap_s, base_s * 2 ** (attempt - 1))
-    return ceiling / 2 + rng() * ceiling / 2
+    urllib3 repeats the first failure at once (a keep-alive connection the server closed), then waits
+    ``backoff_factor * 2 ** (n - 1)`` after the n-th consecutive failure, capped at ``backoff_max``;
+    with ``backoff_factor = first_wait_s / 2`` the second wait is ``first_wait_s``.
+    """
+    if first_wait_s <= 0 or max_wait_s <= 0:
+        raise ValueError("retry waits must be positive, or the retries would never fill the window")
+    retries, waited = 0, 0.0
+    while waited < window_s:
+        retries += 1
+        waited += 0.0 if retries == 1 else min(max_wait_s, first_wait_s * 2 ** (retries - 2))
+    return retries
 
 
 def describe_error(exc: BaseException) -> str:
@@ -86,45 +70,6 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, urllib3.exceptions.NewConnectionError) and ": " in text:
         text = text.split(": ", 1)[1]  # drop the "<HTTPConnection object at 0x...>" prefix
     return f"{type(exc).__name__}: {text}"
-
-
-def call_with_retries(
-    call: Callable[[], T],
-    *,
-    target: str,
-    hint: str,
-    retry_seconds: float,
-    base_s: float,
-    cap_s: float,
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], float] = time.monotonic,
-    log: Callable[[str], None] | None = None,
-) -> T:
-    """Run ``call``; on a transient error wait with backoff and repeat, for up to ``retry_seconds``.
-
-    Any other error is raised at once. When the window is spent, ObjectStoreUnavailable says what was
-    tried for how long, the last error, and ``hint`` (what to check).
-    """
-    started = clock()
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            return call()
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            elapsed = clock() - started
-            left = retry_seconds - elapsed
-            if left <= 0:
-                raise ObjectStoreUnavailable(
-                    f"{target} unreachable after {attempt} attempt(s) over {elapsed:.1f} s: "
-                    f"{describe_error(exc)}; {hint}"
-                ) from exc
-            delay = min(backoff_delay(attempt, base_s, cap_s), left)
-            if log is not None:
-                log(f"{target} failed (attempt {attempt}): {describe_error(exc)}; retrying in {delay:.1f} s")
-            sleep(delay)
 
 
 def _newest_mtime(path: Path) -> float:
@@ -351,12 +296,16 @@ class S3ObjectStore(ObjectStore):
     retry_seconds: float = Field(
         default=60.0,
         description=(
-            "How long each call keeps retrying while the server is unreachable or answers 5xx; "
-            "past it the step fails with ObjectStoreUnavailable. 0 = a single attempt."
+            "How long the waits between repeated requests add up to while the server is unreachable or "
+            "answers 5xx; past it the step fails with ObjectStoreUnavailable. 0 = a single attempt."
         ),
     )
-    retry_backoff_seconds: float = Field(default=0.5, description="First wait between attempts; doubles.")
-    retry_backoff_max_seconds: float = Field(default=8.0, description="Longest wait between attempts.")
+    retry_backoff_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        description="Wait after the second failed attempt (the first is repeated at once); doubles.",
+    )
+    retry_backoff_max_seconds: float = Field(default=8.0, gt=0, description="Longest wait between attempts.")
     connect_timeout_seconds: float = Field(default=5.0, description="Per TCP connect to the server.")
     read_timeout_seconds: float = Field(
         default=120.0, description="Per socket read (a silent server counts as unreachable after it)."
@@ -364,29 +313,55 @@ class S3ObjectStore(ObjectStore):
 
     _client: Minio | None = PrivateAttr(default=None)
 
+    def retries(self) -> int:
+        """Repeats of a failed request before the store gives up (the attempts are one more)."""
+        return retries_within(self.retry_seconds, self.retry_backoff_seconds, self.retry_backoff_max_seconds)
+
+    def retry(self) -> urllib3.Retry:
+        """urllib3's retry policy for every request of the minio client."""
+        return urllib3.Retry(
+            total=self.retries(),
+            backoff_factor=self.retry_backoff_seconds / 2,
+            backoff_max=self.retry_backoff_max_seconds,
+            # So that several runs waiting on one server do not all retry at the same instant.
+            backoff_jitter=self.retry_backoff_seconds / 2,
+            # A 503 SlowDown's Retry-After is honoured, but may not stretch one wait past the longest.
+            retry_after_max=max(1, int(self.retry_backoff_max_seconds)),
+            status_forcelist=(500, 502, 503, 504),
+            # Every request here is safe to repeat, POST (start or complete a multipart upload) included.
+            allowed_methods=None,
+            # Past the window a 5xx surfaces as MaxRetryError, like a refused connection: one error to map.
+            raise_on_status=True,
+        )
+
     def _http(self) -> urllib3.PoolManager:
-        # minio's own pool retries 5 times with short backoff and waits up to 5 minutes per connect or
-        # read; here one layer (call_with_retries) owns the retry timing, so the pool only repeats a
-        # read once (a keep-alive connection the server closed during a restart).
         return urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=self.connect_timeout_seconds, read=self.read_timeout_seconds),
             maxsize=10,
             # As minio's own pool: verify TLS against SSL_CERT_FILE or certifi's bundle.
             cert_reqs="CERT_REQUIRED",
             ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
-            retries=urllib3.Retry(total=1, connect=0, status=0, other=0, backoff_factor=0),
+            retries=self.retry(),
         )
 
-    def _retrying(self, call: Callable[[], T]) -> T:
-        return call_with_retries(
-            call,
-            target=f"S3 at {self.endpoint}",
-            hint="check S3_ENDPOINT and that the server runs",
-            retry_seconds=self.retry_seconds,
-            base_s=self.retry_backoff_seconds,
-            cap_s=self.retry_backoff_max_seconds,
-            log=dg.get_dagster_logger().warning,
-        )
+    @contextmanager
+    def _request(self, key: str | None = None) -> Iterator[None]:
+        """The client's errors as the store's: ObjectNotFound for ``key``, and ObjectStoreUnavailable
+        once urllib3 has spent its retries. Anything else (a 4xx: bad credentials, a denied bucket) is
+        raised as the client raised it."""
+        started = time.monotonic()
+        try:
+            yield
+        except S3Error as exc:
+            if key is not None and exc.code in _MISSING_CODES:
+                raise ObjectNotFound(self.uri(key)) from None
+            raise
+        except urllib3.exceptions.MaxRetryError as exc:
+            raise ObjectStoreUnavailable(
+                f"S3 at {self.endpoint} unreachable after {self.retries() + 1} attempt(s) over "
+                f"{time.monotonic() - started:.1f} s: {describe_error(exc)}; "
+                "check S3_ENDPOINT and that the server runs"
+            ) from exc
 
     def client(self) -> Minio:
         if self._client is None:
@@ -399,7 +374,8 @@ class S3ObjectStore(ObjectStore):
                 http_client=self._http(),
             )
             if self.create_bucket:
-                self._retrying(lambda: self._ensure_bucket(client))
+                with self._request():
+                    self._ensure_bucket(client)
             # Kept only once the bucket is known to exist, so a failed first call checks it again.
             self._client = client
         return self._client
@@ -420,78 +396,51 @@ class S3ObjectStore(ObjectStore):
     def put_file(self, key: str, path: Path, metadata: Mapping[str, str] | None = None) -> int:
         size = path.stat().st_size
         client = self.client()
-        # A single PUT below the part size, a multipart upload above; both become visible only whole,
-        # so a retry after a failed attempt replaces nothing partial (an abandoned multipart upload stays
-        # invisible until the bucket's lifecycle rule aborts it).
-        self._retrying(
-            lambda: client.fput_object(
+        # A single PUT below the part size, a multipart upload above; both become visible only whole
+        # (an abandoned multipart upload stays invisible until the bucket's lifecycle rule aborts it).
+        with self._request():
+            client.fput_object(
                 self.bucket, key, str(path), content_type=NDJSON_GZIP, metadata=self._user_metadata(metadata)
             )
-        )
         path.unlink()
         return size
 
     def put_bytes(self, key: str, data: bytes, metadata: Mapping[str, str] | None = None) -> int:
         client = self.client()
-        self._retrying(
-            lambda: client.put_object(
+        with self._request():
+            client.put_object(
                 self.bucket,
                 key,
-                io.BytesIO(data),  # a fresh stream per attempt
+                io.BytesIO(data),
                 len(data),
                 content_type="application/json",
                 metadata=self._user_metadata(metadata),
             )
-        )
         return len(data)
 
     def get_bytes(self, key: str) -> bytes:
         client = self.client()
-
-        def get() -> bytes:
-            try:
-                response = client.get_object(self.bucket, key)
-            except S3Error as exc:
-                if exc.code in _MISSING_CODES:
-                    raise ObjectNotFound(self.uri(key)) from None
-                raise
-            try:
-                return response.read()
-            finally:
-                response.close()
-                response.release_conn()
-
-        return self._retrying(get)
+        with self._request(key):
+            response = client.get_object(self.bucket, key)
+        try:
+            return response.read()
+        finally:
+            response.close()
+            response.release_conn()
 
     @contextmanager
     def local_file(self, key: str) -> Iterator[Path]:
         with tempfile.TemporaryDirectory(dir=self.staging_dir()) as folder:
             path = Path(folder) / key.rsplit("/", 1)[-1]
             client = self.client()
-
-            def download() -> None:
-                try:
-                    client.fget_object(self.bucket, key, str(path))
-                except S3Error as exc:
-                    if exc.code in _MISSING_CODES:
-                        raise ObjectNotFound(self.uri(key)) from None
-                    raise
-
-            self._retrying(download)
+            with self._request(key):
+                client.fget_object(self.bucket, key, str(path))
             yield path
 
     def metadata(self, key: str) -> dict[str, str]:
         client = self.client()
-
-        def stat_object():
-            try:
-                return client.stat_object(self.bucket, key)
-            except S3Error as exc:
-                if exc.code in _MISSING_CODES:
-                    raise ObjectNotFound(self.uri(key)) from None
-                raise
-
-        stat = self._retrying(stat_object)
+        with self._request(key):
+            stat = client.stat_object(self.bucket, key)
         prefix = "x-amz-meta-"
         return {
             k.lower()[len(prefix) :]: v
@@ -501,18 +450,18 @@ class S3ObjectStore(ObjectStore):
 
     def delete(self, key: str) -> None:
         client = self.client()
-        self._retrying(lambda: client.remove_object(self.bucket, key))
+        with self._request():
+            client.remove_object(self.bucket, key)
 
     def list_keys(self, prefix: str) -> list[str]:
         client = self.client()
-        # The listing is paged by the client; a failed page repeats the whole listing (it is read-only).
-        return self._retrying(
-            lambda: sorted(
+        # The client fetches the listing page by page; each page's request is retried on its own.
+        with self._request():
+            return sorted(
                 o.object_name
                 for o in client.list_objects(self.bucket, prefix=prefix, recursive=True)
                 if o.object_name is not None and not o.is_dir
             )
-        )
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"

@@ -16,7 +16,7 @@ from typing import Any
 from dagster_snowflake import SnowflakeResource
 from pydantic import Field, PrivateAttr
 
-from stock_platform.ingestion.object_keys import minute_iso, stage_path
+from stock_platform.object_keys import minute_iso, stage_path
 from stock_platform.partitions import minute_window
 from stock_platform.resources.object_store import remove_stale_entries
 from stock_platform.resources.warehouse import (

@@ -100,6 +100,13 @@ class DuckDBWarehouse(Warehouse):
     )
 
     def connect(self) -> duckdb.DuckDBPyConnection:
+        """A connection to the file, waiting up to ``lock_wait_seconds`` for another writer's lock.
+
+        Not dagster-duckdb's DuckDBResource (so the project does not depend on it): its connection
+        retries any DuckDB I/O error, not only a held lock, ten times over about 100 s whatever is
+        configured, then raises DuckDB's own error; a run here waits as long as configured and then says
+        which file is held (WarehouseBusy), which the step's retry policy and the fault tests rely on.
+        """
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.lock_wait_seconds
         while True:

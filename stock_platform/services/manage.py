@@ -20,6 +20,7 @@ from stock_platform.services.process import (
     pid_alive,
     stop_process,
 )
+from stock_platform.settings import SettingsError
 
 DEFAULT_SERVICES = ("kafka", "s3")
 ALL_SERVICES = ("kafka", "s3", "fakesnow")
@@ -116,7 +117,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    home = platform_home()
+    try:
+        home = platform_home()
+    except SettingsError as exc:
+        print(f"error: {exc}")
+        return 2
     if args.action == "status":
         return status(home)
     unknown = sorted(set(args.names) - set(ALL_SERVICES))

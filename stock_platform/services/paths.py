@@ -1,18 +1,18 @@
-"""Where local services keep their cached downloads and their data."""
+"""Where local services keep their cached downloads and their data (STOCK_PLATFORM_CACHE, _HOME)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+from stock_platform.settings import PROJECT_ROOT as PROJECT_ROOT
+from stock_platform.settings import load_settings
 
 
 def cache_dir() -> Path:
     """Downloaded jars and binaries, keyed by version; git-ignored, kept across runs."""
-    return Path(os.environ.get("STOCK_PLATFORM_CACHE", PROJECT_ROOT / ".cache"))
+    return load_settings().cache_dir
 
 
 def platform_home() -> Path:
     """Everything a local run writes (lake, warehouse file, service data, Dagster instance)."""
-    return Path(os.environ.get("STOCK_PLATFORM_HOME", Path.cwd() / ".stock_platform")).resolve()
+    return load_settings().home

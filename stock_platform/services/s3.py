@@ -24,6 +24,7 @@ from stock_platform.services.process import (
     stop_process,
     wait_ready,
 )
+from stock_platform.settings import load_settings
 
 VERSITYGW_MODULE = "github.com/versity/versitygw/cmd/versitygw"
 VERSITYGW_VERSION = "v1.8.0"
@@ -52,18 +53,23 @@ def resolve_binary(version: str = VERSITYGW_VERSION) -> Path:
     return binary
 
 
+def _configured_keys() -> tuple[str, str]:
+    settings = load_settings()
+    if settings.s3_secret_key is None:
+        return "local-" + secrets.token_hex(6), secrets.token_urlsafe(24)
+    return settings.s3_access_key, settings.s3_secret_key.get_secret_value()
+
+
 @dataclass
 class S3Server:
     """versitygw's posix gateway serving ``data_dir / "buckets"``; one root user with the given keys."""
 
     data_dir: Path
     port: int = 0
-    access_key: str = field(
-        default_factory=lambda: os.environ.get("S3_ACCESS_KEY") or "local-" + secrets.token_hex(6)
-    )
-    secret_key: str = field(
-        default_factory=lambda: os.environ.get("S3_SECRET_KEY") or secrets.token_urlsafe(24)
-    )
+    # The pipeline's keys when S3_SECRET_KEY is set, so a server started for it accepts its settings;
+    # else fresh ones, never a guessable default.
+    access_key: str = field(default_factory=lambda: _configured_keys()[0])
+    secret_key: str = field(default_factory=lambda: _configured_keys()[1])
     pid: int | None = None
 
     name = "s3"

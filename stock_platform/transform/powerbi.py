@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from stock_platform.settings import load_settings
+
 GOLD_SCHEMA = "GOLD"
 GOLD_TABLES = ("GOLD_KPI", "GOLD_CANDLESTICK", "GOLD_TREECHART")
-REQUIRED_ENV = ("SNOWFLAKE_ACCOUNT", "SNOWFLAKE_WAREHOUSE", "SNOWFLAKE_DATABASE")
 
 
 def snowflake_server(account: str) -> str:
@@ -57,15 +57,14 @@ def gold_objects(database: str) -> list[str]:
 def write_pbids(path: str | Path, env: Mapping[str, str] | None = None) -> list[str]:
     """Write the .pbids for the account in SNOWFLAKE_ACCOUNT / _WAREHOUSE; return the gold tables to pick.
 
-    Raises ValueError naming any of SNOWFLAKE_ACCOUNT, SNOWFLAKE_WAREHOUSE, SNOWFLAKE_DATABASE not set.
+    ``env`` defaults to this process's environment. Raises ValueError (SettingsError) when
+    SNOWFLAKE_ACCOUNT is not set or a variable is malformed.
     """
-    env = os.environ if env is None else env
-    missing = [name for name in REQUIRED_ENV if not env.get(name, "").strip()]
-    if missing:
-        raise ValueError(f"set {', '.join(missing)} to generate the Power BI connection file")
-    document = pbids_document(env["SNOWFLAKE_ACCOUNT"], env["SNOWFLAKE_WAREHOUSE"])
+    settings = load_settings(env)
+    settings.require("snowflake_account", because="to generate the Power BI connection file")
+    document = pbids_document(settings.snowflake_account, settings.snowflake_warehouse)
     Path(path).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    return gold_objects(env["SNOWFLAKE_DATABASE"])
+    return gold_objects(settings.snowflake_database)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,10 +7,10 @@ import json
 import uuid
 from pathlib import Path
 
-from stock_platform.ingestion.object_keys import minute_iso, raw_object_key
+from stock_platform.object_keys import minute_iso, raw_object_key
 from stock_platform.partitions import minute_window_ms
 from stock_platform.resources.object_store import ObjectStore
-from stock_platform_tests.ingestion.conftest import quote
+from stock_platform_tests.ingestion.ingest_helpers import quote
 
 
 def envelopes(topic: str, partition_key: str, count: int, offset_start: int = 0) -> list[dict]:

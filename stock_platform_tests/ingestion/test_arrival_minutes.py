@@ -23,7 +23,7 @@ from stock_platform.orchestration.sensors import LagSensorConfig, kafka_lag_sens
 from stock_platform.partitions import MINUTE_MS, minute_key_from_ms, minute_window, minute_window_ms
 from stock_platform.quotes import encode_record
 from stock_platform.resources.kafka import KafkaResource
-from stock_platform_tests.ingestion.conftest import (
+from stock_platform_tests.ingestion.ingest_helpers import (
     ASSETS,
     closed_minute,
     make_resources,

@@ -17,13 +17,13 @@ import duckdb
 import pytest
 
 from stock_platform.ingestion.assets import kafka_quote_batch, raw_quote_object, raw_quote_table
-from stock_platform.ingestion.object_keys import dead_letter_object_key, raw_object_key
+from stock_platform.object_keys import dead_letter_object_key, raw_object_key
 from stock_platform.partitions import minute_window, minute_window_ms
 from stock_platform.quotes import encode_record
 from stock_platform.resources.kafka import KafkaResource
 from stock_platform.resources.object_store import LocalObjectStore
 from stock_platform.resources.warehouse import DuckDBWarehouse
-from stock_platform_tests.ingestion.conftest import closed_minute, produce, quote
+from stock_platform_tests.ingestion.ingest_helpers import closed_minute, produce, quote
 from stock_platform_tests.kafka_topics import PAST_MINUTES, by_offset
 
 pytestmark = pytest.mark.integration

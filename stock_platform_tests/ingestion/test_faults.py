@@ -1,6 +1,7 @@
 """Faults during a minute's ingestion, each ending with every record exactly once.
 
-S3 down for a while (retried with backoff) or for good (a clear failure), a warehouse write that fails
+S3 down for a while (retried with backoff; the retry policy's own tests are in
+test_object_store_retries.py) or for good (a clear failure), a warehouse write that fails
 once (the step's retry policy), the Kafka broker stopped and restarted while the minute is read, and
 the run's process killed with SIGKILL mid-minute and re-run. Each test ends by checking the raw table
 row by row (one row per Kafka (partition, offset), exactly the producer's seqs) and the ingest group's
@@ -33,23 +34,17 @@ from stock_platform.ingestion.assets import (
     raw_quote_table,
     stock_quotes_topic,
 )
-from stock_platform.ingestion.object_keys import batch_manifest_key, raw_object_key
+from stock_platform.object_keys import batch_manifest_key, raw_object_key
 from stock_platform.partitions import minute_window
 from stock_platform.resources.kafka import KafkaResource
-from stock_platform.resources.object_store import (
-    ObjectStoreUnavailable,
-    S3ObjectStore,
-    backoff_delay,
-    call_with_retries,
-    describe_error,
-)
+from stock_platform.resources.object_store import S3ObjectStore
 from stock_platform.resources.warehouse import DuckDBWarehouse, WarehouseBusy
 from stock_platform.services.kafka import KafkaBroker
 from stock_platform.services.paths import PROJECT_ROOT
 from stock_platform.services.process import free_port, port_open
 from stock_platform.services.s3 import S3Server
 from stock_platform_tests import kafka_topics
-from stock_platform_tests.ingestion.conftest import (
+from stock_platform_tests.ingestion.ingest_helpers import (
     ASSETS,
     closed_minute,
     make_resources,
@@ -140,7 +135,7 @@ def create_topic(bootstrap: str, partitions: int = 2) -> str:
 
 
 def produce_many(bootstrap: str, topic: str, messages: Iterable[tuple[int, int, bytes]]) -> None:
-    """Like conftest.produce, for more messages than the producer's queue holds at once."""
+    """Like ingest_helpers.produce, for more messages than the producer's queue holds at once."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "compression.type": "lz4"})
     for partition, timestamp_ms, value in messages:
         while True:
@@ -204,109 +199,6 @@ def s3_store(server: S3Server, **retry) -> S3ObjectStore:
         secret_key=server.secret_key,
         bucket=f"raw-{uuid.uuid4().hex[:12]}",
         **retry,
-    )
-
-
-# ---------------------------------------------------------------------------------------------------
-# the retry loop on its own (no services)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
-def test_backoff_doubles_up_to_its_cap_with_half_of_it_jittered():
-    assert [backoff_delay(n, 0.5, 8.0, rng=lambda: 0.0) for n in range(1, 8)] == [
-        0.25,
-        0.5,
-        1.0,
-        2.0,
-        4.0,
-        4.0,
-        4.0,
-    ]
-    assert [backoff_delay(n, 0.5, 8.0, rng=lambda: 1.0) for n in range(1, 8)] == [
-        0.5,
-        1.0,
-        2.0,
-        4.0,
-        8.0,
-        8.0,
-        8.0,
-    ]
-
-
-def test_transient_errors_are_retried_until_the_call_succeeds():
-    clock = FakeClock()
-    answers = iter([ConnectionRefusedError(111, "Connection refused"), TimeoutError("read timed out"), "ok"])
-
-    def flaky() -> str:
-        answer = next(answers)
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-    result = call_with_retries(
-        flaky, target="S3 at h:1", hint="check", retry_seconds=60, base_s=1, cap_s=8,
-        sleep=clock.sleep, clock=clock,
-    )  # fmt: skip
-    assert result == "ok"
-    assert len(clock.sleeps) == 2 and 0.5 <= clock.sleeps[0] <= 1 and 1 <= clock.sleeps[1] <= 2
-
-
-def test_retrying_stops_at_the_window_with_a_clear_message():
-    clock = FakeClock()
-    attempts = []
-
-    def down() -> None:
-        attempts.append(clock.now)
-        raise ConnectionRefusedError(111, "Connection refused")
-
-    with pytest.raises(ObjectStoreUnavailable) as info:
-        call_with_retries(
-            down, target="S3 at 127.0.0.1:9", hint="check S3_ENDPOINT and that the server runs",
-            retry_seconds=30, base_s=1, cap_s=8, sleep=clock.sleep, clock=clock,
-        )  # fmt: skip
-    # Waits never pass the window: the last one is cut to what is left, then one final attempt.
-    assert clock.now == 30 and attempts[-1] == 30
-    assert sum(clock.sleeps) == 30 and max(clock.sleeps) <= 8
-    assert str(info.value) == (
-        f"S3 at 127.0.0.1:9 unreachable after {len(attempts)} attempt(s) over 30.0 s: "
-        "ConnectionRefusedError: [Errno 111] Connection refused; check S3_ENDPOINT and that the server runs"
-    )
-
-
-def test_a_non_transient_error_is_raised_at_once():
-    clock = FakeClock()
-
-    def denied() -> None:
-        raise PermissionError("AccessDenied")
-
-    with pytest.raises(PermissionError):
-        call_with_retries(
-            denied, target="S3", hint="", retry_seconds=30, base_s=1, cap_s=8, sleep=clock.sleep, clock=clock
-        )
-    assert clock.sleeps == []
-
-
-def test_describe_error_names_the_cause_not_the_connection_object():
-    import urllib3
-
-    cause = urllib3.exceptions.NewConnectionError(
-        object(), "Failed to establish a new connection: [Errno 111] Connection refused"
-    )
-    wrapped = urllib3.exceptions.MaxRetryError(None, "/bucket", cause)  # type: ignore[arg-type]
-    assert describe_error(wrapped) == (
-        "NewConnectionError: Failed to establish a new connection: [Errno 111] Connection refused"
     )
 
 

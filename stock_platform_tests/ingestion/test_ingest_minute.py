@@ -11,13 +11,13 @@ import dagster as dg
 import duckdb
 import pytest
 
-from stock_platform.ingestion.object_keys import batch_manifest_key, dead_letter_object_key, raw_object_key
+from stock_platform.object_keys import batch_manifest_key, dead_letter_object_key, raw_object_key
 from stock_platform.partitions import minute_window, minute_window_ms
 from stock_platform.quotes import encode_record
 from stock_platform.resources.kafka import KafkaResource, KafkaUnavailable, MinuteNotClosed
 from stock_platform.resources.object_store import ObjectNotFound, S3ObjectStore
 from stock_platform.resources.warehouse import Warehouse
-from stock_platform_tests.ingestion.conftest import (
+from stock_platform_tests.ingestion.ingest_helpers import (
     ASSETS,
     closed_minute,
     make_resources,
@@ -91,6 +91,9 @@ def test_minute_is_loaded_exactly_once_however_often_it_runs(kafka_broker, new_t
     produce(kafka_broker.bootstrap_servers, topic, [(0, end_ms, encode_record(quote(3, end_ms))),
                                                     *valid_messages(following, 4, seq_start=2000)])  # fmt: skip
     resources = make_resources(kafka_broker.bootstrap_servers, topic, tmp_path)
+    # A fresh group stands at the low watermark: the minute before must be loaded for this one to commit.
+    materialize(resources, previous)
+    assert len(table_rows(tmp_path / "warehouse.duckdb", previous)) == 3
 
     result = materialize(resources, key)
 
@@ -145,6 +148,7 @@ def test_minute_is_loaded_exactly_once_however_often_it_runs(kafka_broker, new_t
     materialize(resources, previous)
     assert len(table_rows(tmp_path / "warehouse.duckdb", previous)) == 3
     assert len(table_rows(tmp_path / "warehouse.duckdb", key)) == 42
+    assert resources["kafka"].committed_offsets() == {0: 24, 1: 23}
 
 
 def test_open_minute_is_refused_with_a_clear_message(kafka_broker, new_topic, tmp_path):
@@ -205,10 +209,19 @@ def test_offsets_are_committed_only_after_the_load_and_never_rewound(kafka_broke
     resources = make_resources(kafka_broker.bootstrap_servers, topic, tmp_path)
     kafka: KafkaResource = resources["kafka"]
 
+    # A fresh group stands at the low watermark: the earlier minute first, or nothing after it commits.
+    refused = materialize(resources, key, raise_on_error=False)
+    assert not refused.success
+    assert kafka.committed_offsets() == {0: None, 1: None}
+    assert metadata(materialize(resources, earlier), "raw_quote_table")["committed_offsets"] == {
+        "0": 1,
+        "1": 1,
+    }
+
     failed = materialize({**resources, "warehouse": BrokenWarehouse()}, key, raise_on_error=False)
     assert not failed.success
-    assert kafka.committed_offsets() == {0: None, 1: None}
-    assert [(lag.partition, lag.lag) for lag in kafka.consumer_lag()] == [(0, 5), (1, 5)]
+    assert kafka.committed_offsets() == {0: 1, 1: 1}
+    assert [(lag.partition, lag.lag) for lag in kafka.consumer_lag()] == [(0, 4), (1, 4)]
 
     result = materialize(resources, key)
     assert metadata(result, "raw_quote_table")["committed_offsets"] == {"0": 4, "1": 4}
@@ -350,6 +363,7 @@ def test_a_minute_without_quotes_is_an_empty_success(kafka_broker, new_topic, tm
     produce(kafka_broker.bootstrap_servers, topic, valid_messages(before, 2, partitions=1))
     produce(kafka_broker.bootstrap_servers, topic, valid_messages(after, 3, partitions=1))
     resources = make_resources(kafka_broker.bootstrap_servers, topic, tmp_path)
+    materialize(resources, before)  # a fresh group stands at the low watermark: the minute before first
 
     result = materialize(resources, empty)
 

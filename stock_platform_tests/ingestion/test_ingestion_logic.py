@@ -14,7 +14,7 @@ import pytest
 from stock_platform.ingestion.assets import parse_ranges
 from stock_platform.ingestion.definitions import defs, ingestion_resources
 from stock_platform.ingestion.minute_object import write_minute_files
-from stock_platform.ingestion.object_keys import (
+from stock_platform.object_keys import (
     batch_manifest_key,
     dead_letter_object_key,
     minute_iso,
@@ -35,7 +35,8 @@ from stock_platform.resources.kafka_reader import split_ranges
 from stock_platform.resources.object_store import LocalObjectStore, ObjectNotFound, S3ObjectStore
 from stock_platform.resources.snowflake_warehouse import SnowflakeWarehouse
 from stock_platform.resources.warehouse import DuckDBWarehouse, MinuteFile
-from stock_platform_tests.ingestion.conftest import quote
+from stock_platform.settings import SettingsError, load_settings
+from stock_platform_tests.ingestion.ingest_helpers import quote
 
 KEY = "2026-11-28-08:05"
 
@@ -208,7 +209,7 @@ def test_duckdb_load_replaces_a_minute_in_one_transaction(tmp_path: Path):
 
 
 def test_resources_default_to_the_embedded_lake_and_duckdb(tmp_path: Path):
-    resources = ingestion_resources({"STOCK_PLATFORM_HOME": str(tmp_path)})
+    resources = ingestion_resources(load_settings({"STOCK_PLATFORM_HOME": str(tmp_path)}))
     assert resources["kafka"].bootstrap_servers == "127.0.0.1:9092"
     assert (resources["kafka"].topic, resources["kafka"].ingest_group) == (
         "stock-quotes",
@@ -218,27 +219,46 @@ def test_resources_default_to_the_embedded_lake_and_duckdb(tmp_path: Path):
     assert resources["warehouse"] == DuckDBWarehouse(path=str(tmp_path / "warehouse.duckdb"))
 
 
+SNOWFLAKE_LOADER = {"WAREHOUSE": "snowflake", "SNOWFLAKE_ACCOUNT": "org-acct", "SNOWFLAKE_USER": "loader"}
+
+
 def test_resources_for_s3_and_snowflake_take_secrets_only_as_env_vars():
-    env = {"OBJECT_STORE": "s3", "WAREHOUSE": "snowflake", "S3_SECURE": "true", "KAFKA_TOPIC": "q"}
-    resources = ingestion_resources(env)
+    env = {**SNOWFLAKE_LOADER, "OBJECT_STORE": "s3", "S3_SECURE": "true", "KAFKA_TOPIC": "q",
+           "S3_SECRET_KEY": "s3-secret", "SNOWFLAKE_PASSWORD": "sf-secret"}  # fmt: skip
+    resources = ingestion_resources(load_settings(env))
     store = resources["object_store"]
     assert isinstance(store, S3ObjectStore)
     assert store.secure is True
-    assert (store.access_key, store.secret_key) == (dg.EnvVar("S3_ACCESS_KEY"), dg.EnvVar("S3_SECRET_KEY"))
-    assert resources["kafka"].topic == dg.EnvVar("KAFKA_TOPIC")
+    assert (store.access_key, store.secret_key) == ("stock-platform-pipeline", dg.EnvVar("S3_SECRET_KEY"))
+    assert resources["kafka"].topic == "q"
     warehouse = resources["warehouse"]
     assert isinstance(warehouse, SnowflakeWarehouse)
     assert warehouse.snowflake.password == dg.EnvVar("SNOWFLAKE_PASSWORD")
-    assert warehouse.snowflake.schema_ == "BRONZE"
-    keyed = ingestion_resources({"WAREHOUSE": "snowflake", "SNOWFLAKE_PRIVATE_KEY_PATH": "/k.p8"})[
-        "warehouse"
-    ]
-    assert (keyed.snowflake.private_key_path, keyed.snowflake.password) == (
-        dg.EnvVar("SNOWFLAKE_PRIVATE_KEY_PATH"),
+    assert (warehouse.snowflake.schema_, warehouse.snowflake.role) == ("BRONZE", "STOCK_PLATFORM_LOADER")
+    keyed = {**SNOWFLAKE_LOADER, "SNOWFLAKE_PRIVATE_KEY_PATH": "/k.p8", "SNOWFLAKE_PASSWORD": "ignored",
+             "SNOWFLAKE_PRIVATE_KEY_PASSPHRASE": "pp"}  # fmt: skip
+    snowflake = ingestion_resources(load_settings(keyed))["warehouse"].snowflake
+    assert (snowflake.private_key_path, snowflake.private_key_password, snowflake.password) == (
+        "/k.p8",
+        dg.EnvVar("SNOWFLAKE_PRIVATE_KEY_PASSPHRASE"),
         None,
     )
-    with pytest.raises(ValueError, match="OBJECT_STORE"):
-        ingestion_resources({"OBJECT_STORE": "ftp"})
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"OBJECT_STORE": "s3"}, "^S3_SECRET_KEY must be set when OBJECT_STORE=s3$"),
+        (
+            {"WAREHOUSE": "snowflake"},
+            "^SNOWFLAKE_ACCOUNT and SNOWFLAKE_USER must be set when WAREHOUSE=snowflake$",
+        ),
+        (SNOWFLAKE_LOADER, "needs SNOWFLAKE_PRIVATE_KEY_PATH .* or SNOWFLAKE_PASSWORD"),
+    ],
+)
+def test_resources_name_the_missing_variable(env: dict[str, str], message: str):
+    with pytest.raises(SettingsError, match=message):
+        ingestion_resources(load_settings(env))
 
 
 def test_definitions_hold_the_ingestion_graph():

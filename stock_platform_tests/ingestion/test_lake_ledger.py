@@ -14,7 +14,7 @@ import duckdb
 import pytest
 
 from stock_platform.ingestion import lake
-from stock_platform.ingestion.object_keys import (
+from stock_platform.object_keys import (
     batch_manifest_key,
     dead_letter_object_key,
     raw_object_key,

@@ -14,11 +14,11 @@ import duckdb
 import pytest
 
 from stock_platform import cli
-from stock_platform.ingestion.object_keys import raw_object_key
+from stock_platform.object_keys import raw_object_key
 from stock_platform.resources.object_store import LocalObjectStore, ObjectStoreUnavailable
 from stock_platform.resources.warehouse import DUCKDB_TABLE
 from stock_platform.transform.window import WINDOW_ENV
-from stock_platform_tests.ingestion.conftest import (
+from stock_platform_tests.ingestion.ingest_helpers import (
     ASSETS,
     closed_minute,
     make_resources,

@@ -9,8 +9,8 @@ import pytest
 from dagster_snowflake import SnowflakeResource
 
 from stock_platform.ingestion import lake
-from stock_platform.ingestion.object_keys import minute_iso, raw_object_key
 from stock_platform.ingestion.rebuild import rebuild_raw
+from stock_platform.object_keys import minute_iso, raw_object_key
 from stock_platform.partitions import minute_window
 from stock_platform.resources.object_store import LocalObjectStore
 from stock_platform.resources.snowflake_warehouse import SnowflakeWarehouse

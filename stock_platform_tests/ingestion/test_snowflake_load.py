@@ -8,12 +8,12 @@ import dagster as dg
 import pytest
 from dagster_snowflake import SnowflakeResource
 
-from stock_platform.ingestion.object_keys import minute_iso
+from stock_platform.object_keys import minute_iso
 from stock_platform.resources.kafka import KafkaResource
 from stock_platform.resources.object_store import LocalObjectStore
 from stock_platform.resources.snowflake_warehouse import SnowflakeWarehouse
 from stock_platform_tests.fakesnow_databases import bronze_resource, create_bronze_database
-from stock_platform_tests.ingestion.conftest import ASSETS, closed_minute, produce, valid_messages
+from stock_platform_tests.ingestion.ingest_helpers import ASSETS, closed_minute, produce, valid_messages
 from stock_platform_tests.kafka_topics import PAST_MINUTES
 
 pytestmark = pytest.mark.integration

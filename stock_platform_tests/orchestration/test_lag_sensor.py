@@ -17,7 +17,7 @@ from stock_platform.partitions import minute_key, minute_window_ms
 from stock_platform.quotes import encode_record
 from stock_platform.resources.kafka import KafkaResource
 from stock_platform.services.process import free_port
-from stock_platform_tests.ingestion.conftest import produce, quote
+from stock_platform_tests.ingestion.ingest_helpers import produce, quote
 from stock_platform_tests.kafka_topics import PAST_MINUTES
 
 pytestmark = pytest.mark.integration

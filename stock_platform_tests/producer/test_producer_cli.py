@@ -17,6 +17,7 @@ import pytest
 from stock_platform.producer import cli
 from stock_platform.quotes import decode_record
 from stock_platform.services.process import free_port
+from stock_platform.settings import load_settings
 from stock_platform_tests.producer.kafka_helpers import consume_all, values
 
 REPO = Path(__file__).resolve().parents[2]
@@ -132,8 +133,8 @@ def test_the_default_source_follows_the_api_key():
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
     args = parser.parse_args([])
-    assert cli.build_source(args, {}).name == "simulated"
-    assert cli.build_source(args, {"FINNHUB_API_KEY": "k"}).name == "finnhub"
+    assert cli.build_source(args, load_settings({})).name == "simulated"
+    assert cli.build_source(args, load_settings({"FINNHUB_API_KEY": "k"})).name == "finnhub"
 
 
 @pytest.mark.integration

@@ -214,6 +214,10 @@ def test_topic_ensure_refuses_a_bad_partition_count(capsys, monkeypatch):
     assert (
         capsys.readouterr().err.strip() == "error: KAFKA_TOPIC_PARTITIONS must be a whole number, got 'six'"
     )
+    # The settings are read whole, so a bad variable is reported even when an option would override it.
+    assert topic_cli.main(["ensure", "--partitions", "3", "--bootstrap-servers", "127.0.0.1:1"]) == 2
+    assert "KAFKA_TOPIC_PARTITIONS must be a whole number" in capsys.readouterr().err
+    monkeypatch.delenv("KAFKA_TOPIC_PARTITIONS")
     assert topic_cli.main(["ensure", "--partitions", "0"]) == 2
     assert "at least 1" in capsys.readouterr().err
 

@@ -22,7 +22,7 @@ import pytest
 import snowflake.connector
 
 from stock_platform.partitions import minute_key
-from stock_platform.transform.definitions import project, stock_dbt_models
+from stock_platform.transform.definitions import dbt_model_assets, project
 from stock_platform.transform.project import dbt_cli_resource, dbt_executable
 from stock_platform.transform.window import dbt_build_args
 from stock_platform_tests.fakesnow_databases import create_bronze_database, dbt_env
@@ -117,7 +117,7 @@ def duckdb_outcome(scenario: Scenario, tmp_path_factory: pytest.TempPathFactory)
         for name, value in env.items():
             mp.setenv(name, value)
         result = dg.materialize(
-            [stock_dbt_models],
+            dbt_model_assets,
             resources={"dbt": dbt_cli_resource(project)},
             tags={
                 "dagster/asset_partition_range_start": minute_key(first_minute),
@@ -231,7 +231,7 @@ def test_dagster_run_materializes_every_model_and_reports_dbt_tests_as_checks(du
         "gold_treechart",
     }
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
-    assert len(checks) == 30
+    assert len(checks) == 31
     # The window (minutes 0-4) holds the three invalid records of minute 1: a warning.
     warned = checks.pop("no_rows_in_window_silver_rejected_quotes_minute")
     assert (warned.passed, warned.severity) == (False, dg.AssetCheckSeverity.WARN)

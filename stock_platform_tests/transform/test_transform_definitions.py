@@ -10,7 +10,7 @@ from stock_platform.transform.definitions import defs
 MODELS = {"silver_quotes", "silver_rejected_quotes", "gold_kpi", "gold_candlestick", "gold_treechart"}
 
 
-def test_models_are_minute_partitioned_assets_in_their_layer_groups():
+def test_incremental_models_are_minute_partitioned_and_whole_tables_are_not():
     graph = defs.resolve_asset_graph()
     models = {key.to_user_string(): graph.get(key) for key in graph.materializable_asset_keys}
     assert set(models) == MODELS
@@ -21,7 +21,17 @@ def test_models_are_minute_partitioned_assets_in_their_layer_groups():
         "gold_candlestick": "gold",
         "gold_treechart": "gold",
     }
-    assert all(node.partitions_def == minute_partitions for node in models.values())
+    # gold_treechart is a table rebuilt whole on every run: a minute partition of it would mean nothing.
+    assert {name for name, node in models.items() if node.partitions_def is None} == {"gold_treechart"}
+    assert all(
+        node.partitions_def == minute_partitions for name, node in models.items() if name != "gold_treechart"
+    )
+
+
+def test_the_staging_model_is_no_asset_and_lineage_goes_through_it():
+    # stg_raw_quotes is ephemeral (inlined into silver), so silver's parent stays the raw table asset.
+    graph = defs.resolve_asset_graph()
+    assert dg.AssetKey("stg_raw_quotes") not in graph.get_all_asset_keys()
 
 
 def test_silver_reads_the_raw_table_asset_and_gold_reads_silver():
@@ -44,7 +54,7 @@ def test_dbt_data_tests_are_asset_checks_on_their_models():
     # Each gold model has a `finite` test over its double columns (no NaN or infinity reaches Power BI).
     assert per_model == {
         "silver_quotes": 9,
-        "silver_rejected_quotes": 3,
+        "silver_rejected_quotes": 4,
         "gold_kpi": 6,
         "gold_candlestick": 8,
         "gold_treechart": 4,

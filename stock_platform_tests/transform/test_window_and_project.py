@@ -109,6 +109,7 @@ def test_environment_sets_and_restores_variables(monkeypatch):
     assert "STOCK_PLATFORM_DBT_MAX_MINUTE" not in os.environ
 
 
+@pytest.mark.slow  # dbt parses the whole project: tens of seconds
 def test_fresh_checkout_without_target_gets_its_manifest_once(tmp_path):
     checkout = tmp_path / "dbt_project"
     shutil.copytree(DBT_PROJECT_DIR, checkout, ignore=shutil.ignore_patterns("target", "logs"))
@@ -116,6 +117,7 @@ def test_fresh_checkout_without_target_gets_its_manifest_once(tmp_path):
     manifest = json.loads(project.manifest_path.read_text())
     models = {node["name"] for node in manifest["nodes"].values() if node["resource_type"] == "model"}
     assert models == {
+        "stg_raw_quotes",
         "silver_quotes",
         "silver_rejected_quotes",
         "gold_kpi",

@@ -21,7 +21,12 @@ with
 
 quotes as (
 
-    select symbol, quote_ts, date_trunc('minute', quote_ts) as bucket_start, price, minute
+    select
+        symbol,
+        quote_ts,
+        price,
+        minute,
+        date_trunc('minute', quote_ts) as bucket_start
     from {{ ref('silver_quotes') }}
 
 ),

@@ -30,8 +30,7 @@ quotes as (
         day_open,
         prev_close,
         quote_ts as as_of,
-        fetched_at,
-        minute
+        fetched_at
     from {{ ref('silver_quotes') }}
 
 ),
@@ -40,7 +39,7 @@ quotes as (
 touched as (
 
     select distinct symbol
-    from quotes
+    from {{ ref('silver_quotes') }}
     where {{ minute_window_filter('minute') }}
 
 ),
@@ -66,7 +65,7 @@ candidates as (
 
 final as (
 
-    select symbol, price, change, change_pct, day_high, day_low, day_open, prev_close, as_of, fetched_at
+    select *
     from candidates
     qualify row_number() over (partition by symbol order by as_of desc) = 1
 

@@ -11,7 +11,10 @@ with
 
 quotes as (
 
-    select symbol, quote_ts, price
+    select
+        symbol,
+        quote_ts,
+        price
     from {{ ref('silver_quotes') }}
 
 ),
@@ -19,14 +22,15 @@ quotes as (
 anchor as (
 
     select
-        {{ dbt.dateadd('minute', -(window_minutes - 1), "date_trunc('minute', max(quote_ts))") }} as window_start,
+        {{ dbt.dateadd('minute', -(window_minutes - 1), "date_trunc('minute', max(quote_ts))") }}
+            as window_start,
         date_trunc('minute', max(quote_ts)) as window_end
     from quotes
 
 ),
 
-{#- The close of each 1-minute candle, as gold_candlestick defines it: the price of the minute's latest
-    quote time. Read from silver rather than from gold_candlestick so gold models depend on silver only. -#}
+{# The close of each 1-minute candle, as gold_candlestick defines it: the price of the minute's latest
+   quote time. Read from silver rather than from gold_candlestick so gold models depend on silver only. #}
 in_window as (
 
     select
@@ -55,10 +59,10 @@ per_symbol as (
 
     select
         symbol,
-        min(window_start) as window_start,
-        min(window_end) as window_end,
         cast(count(*) as bigint) as candle_count,
         cast(count(log_return) as bigint) as return_count,
+        min(window_start) as window_start,
+        min(window_end) as window_end,
         avg(close) as avg_price,
         max_by(close, bucket_start) as last_price,
         stddev_samp(log_return) as volatility

@@ -19,18 +19,12 @@
 
 with
 
-raw as (
+parsed as (
 
-    select * from {{ source('bronze', 'bronze_stock_quotes_raw') }}
+    select * from {{ ref('stg_raw_quotes') }}
     {% if is_incremental() %}
     where {{ raw_window_filter() }}
     {% endif %}
-
-),
-
-parsed as (
-
-    {{ parsed_envelopes('raw') }}
 
 ),
 

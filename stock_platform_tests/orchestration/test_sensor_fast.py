@@ -1,0 +1,230 @@
+"""kafka_lag_sensor's requests over the in-memory Kafka topic: run keys, partitions, ranges, skip reasons,
+retries, and the loop of ticks and runs that ends with every record loaded once.
+
+The real sensor is evaluated with ``dg.build_sensor_context``; only the broker is replaced (see
+stock_platform_tests/fake_kafka.py). The same ticks against the real broker: test_lag_sensor.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import dagster as dg
+import pytest
+
+from stock_platform.orchestration import sensors
+from stock_platform.orchestration.sensors import SENSOR_NAME, LagSensorConfig, kafka_lag_sensor
+from stock_platform.partitions import minute_key, minute_partitions, minute_window_ms
+from stock_platform.quotes import encode_record
+from stock_platform_tests.fake_kafka import FakeCluster, FakeKafkaResource
+from stock_platform_tests.ingestion.in_memory_platform import RANGE_END, RANGE_START, Platform
+from stock_platform_tests.ingestion.ingest_helpers import quote
+
+BASE = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0) - dt.timedelta(hours=6)
+BASE_MS = int(BASE.timestamp() * 1000)
+MINUTE_MS = 60_000
+
+
+def key(m: int) -> str:
+    return minute_key(BASE + dt.timedelta(minutes=m))
+
+
+def append_at(cluster: FakeCluster, m: int, second: int, partition: int = 0) -> None:
+    ts = BASE_MS + m * MINUTE_MS + second * 1000
+    cluster.append(partition, ts, encode_record(quote(m * 100 + second, ts)))
+
+
+def tick(
+    kafka: FakeKafkaResource,
+    now: int,
+    monkeypatch: pytest.MonkeyPatch,
+    cursor: str | None = None,
+    instance: dg.DagsterInstance | None = None,
+    **config,
+):
+    monkeypatch.setattr(sensors, "now_ms", lambda: now)  # the tick's clock
+    context = dg.build_sensor_context(
+        instance=instance or dg.DagsterInstance.ephemeral(),
+        cursor=cursor,
+        resources={"kafka": kafka, "lag_sensor": LagSensorConfig(**config)},
+    )
+    return kafka_lag_sensor(context)
+
+
+def run_keys(result) -> list[str]:
+    return [r.run_key for r in result.run_requests]
+
+
+def test_no_lag_requests_nothing_and_records_zero_lag(monkeypatch):
+    cluster = FakeCluster()
+    append_at(cluster, 0, 1)
+    append_at(cluster, 0, 2, partition=1)
+    kafka = cluster.resource()
+    kafka.commit_ends({0: 1, 1: 1})
+
+    result = tick(kafka, BASE_MS + 5 * MINUTE_MS, monkeypatch)
+    assert result.run_requests == []
+    assert result.skip_reason.skip_message == "no lag: the ingest group has committed every record"
+    observation = result.asset_events[0]
+    assert observation.asset_key == dg.AssetKey("stock_quotes_topic")
+    assert observation.metadata["total_lag"].value == 0
+    assert observation.metadata["high_watermarks"].value == {"0": 1, "1": 1}
+
+
+def test_records_only_in_the_open_minute_request_nothing(monkeypatch):
+    cluster = FakeCluster()
+    append_at(cluster, 0, 1)
+    append_at(cluster, 0, 20, partition=1)
+
+    result = tick(cluster.resource(), BASE_MS + 40_000, monkeypatch)
+    assert result.run_requests == []
+    assert result.skip_reason.skip_message == f"minute {key(0)} has records but is not closed yet"
+    assert result.asset_events[0].metadata["lag_by_partition"].value == {"0": 1, "1": 1}
+
+
+def test_a_minute_closes_by_records_past_its_end_or_by_the_grace_period(monkeypatch):
+    cluster = FakeCluster()
+    append_at(cluster, 0, 5)
+    append_at(cluster, 1, 1)  # partition 0 has moved on; partition 1 has no record past minute 0
+    kafka = cluster.resource(grace_seconds=10)
+
+    within_grace = tick(kafka, BASE_MS + MINUTE_MS + 5_000, monkeypatch)
+    assert within_grace.run_requests == []
+    after_grace = tick(kafka, BASE_MS + MINUTE_MS + 10_000, monkeypatch)
+    assert run_keys(after_grace) == [key(0)]
+
+    append_at(cluster, 1, 2, partition=1)  # now every partition is past minute 0
+    by_records = tick(kafka, BASE_MS + MINUTE_MS + 5_000, monkeypatch)
+    assert run_keys(by_records) == [key(0)]
+
+
+def test_closed_minutes_get_one_run_each_in_order_and_are_not_requested_twice(monkeypatch):
+    cluster = FakeCluster()
+    for m in range(3):
+        append_at(cluster, m, 5, partition=m % 2)
+    kafka = cluster.resource()
+    now = BASE_MS + 3 * MINUTE_MS + 15_000
+
+    first = tick(kafka, now, monkeypatch)
+    assert run_keys(first) == [key(0), key(1), key(2)]
+    assert [r.partition_key for r in first.run_requests] == [key(0), key(1), key(2)]
+    assert json.loads(first.cursor)["requested_through"] == key(2)
+
+    assert tick(kafka, now + 10_000, monkeypatch, cursor=first.cursor).run_requests == []
+
+    append_at(cluster, 3, 1)
+    later = tick(kafka, BASE_MS + 4 * MINUTE_MS + 15_000, monkeypatch, cursor=first.cursor)
+    assert run_keys(later) == [key(3)]
+
+
+def test_far_behind_catches_up_in_batches_of_ranges_and_skips_silent_minutes(monkeypatch):
+    cluster = FakeCluster()
+    for m in [*range(120), *range(180, 190)]:  # two hours, a silent hour, ten more minutes
+        append_at(cluster, m, 1, partition=m % 2)
+    now = BASE_MS + 190 * MINUTE_MS + 30_000
+
+    result = tick(cluster.resource(), now, monkeypatch, batch_minutes=60, max_runs_per_tick=4)
+    ranges = [(r.tags[RANGE_START], r.tags[RANGE_END]) for r in result.run_requests]
+    assert ranges == [(key(0), key(59)), (key(60), key(119)), (key(180), key(189))]
+    assert run_keys(result) == [f"{a}...{b}" for a, b in ranges]
+    assert all(r.partition_key is None for r in result.run_requests)
+
+    capped = tick(cluster.resource(), now, monkeypatch, batch_minutes=30, max_runs_per_tick=2)
+    assert run_keys(capped) == [f"{key(0)}...{key(29)}", f"{key(30)}...{key(59)}"]
+    assert json.loads(capped.cursor)["requested_through"] == key(59)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"reachable": False}, "No runs requested: Kafka at memory://"),
+        ({"topic": "other-topic"}, "No runs requested: topic 'stock-quotes' does not exist on memory://"),
+        ({"append_time": False}, "stamps records with their producers' clocks; run `stock-platform topic"),
+    ],
+    ids=["broker down", "topic missing", "topic keeps producer clocks"],
+)
+def test_what_stops_the_sensor_is_a_skip_saying_what_to_fix(monkeypatch, change, expected):
+    cluster = FakeCluster(**{k: v for k, v in change.items() if k == "topic"})
+    append_at(cluster, 0, 1)
+    kafka = cluster.resource(topic="stock-quotes")
+    for name, value in change.items():
+        if name != "topic":
+            setattr(cluster, name, value)
+
+    result = tick(kafka, BASE_MS + 5 * MINUTE_MS, monkeypatch)
+    assert isinstance(result, dg.SkipReason)
+    assert expected in result.skip_message, result.skip_message
+
+
+def run_requested(platform: Platform, instance, request: dg.RunRequest, load_fails: bool = False):
+    """Execute a request the way the daemon would: the ingestion assets, tagged as the sensor's run."""
+    return platform.run(
+        request.partition_key or request.tags[RANGE_START],
+        request.tags.get(RANGE_END),
+        load_fails=load_fails,
+        instance=instance,
+        tags={"dagster/sensor_name": SENSOR_NAME, "dagster/run_key": request.run_key},
+    )
+
+
+def test_ticks_and_runs_converge_after_a_failed_run_with_every_record_loaded_once(monkeypatch, tmp_path):
+    """The sensor's whole loop: requests, a failed run, the wait, the retry under new run keys, and the
+    end state, each record in the raw table exactly once and the group at the high watermark."""
+    platform = Platform(tmp_path)
+    cluster, kafka = platform.cluster, platform.resources["kafka"]
+    for m in range(3):
+        append_at(cluster, m, 5, partition=m % 2)
+        append_at(cluster, m, 40, partition=0)
+    instance = dg.DagsterInstance.ephemeral()
+    now = BASE_MS + 3 * MINUTE_MS + 15_000
+
+    def ticks(at: int, cursor: str | None):
+        return tick(kafka, at, monkeypatch, cursor=cursor, instance=instance, retry_after_s=30)
+
+    def run_all(result, failing: str | None = None) -> list[bool]:
+        return [
+            run_requested(platform, instance, r, load_fails=r.partition_key == failing).success
+            for r in result.run_requests
+        ]
+
+    first = ticks(now, None)
+    assert run_keys(first) == [key(0), key(1), key(2)]
+    # Minute 1's load fails, so minute 2, loaded, may not commit past it: its run fails too.
+    assert run_all(first, failing=key(1)) == [True, False, False]
+
+    retry = ticks(now + 10_000, first.cursor)  # the first retry is not delayed
+    assert run_keys(retry) == [f"{key(1)}#retry1", f"{key(2)}#retry1"]
+    assert run_all(retry, failing=key(1)) == [False, False]
+
+    waiting = ticks(now + 20_000, retry.cursor)
+    assert waiting.run_requests == []
+    assert (
+        waiting.skip_reason.skip_message == f"the run for minutes from {key(1)} failed; retrying after 30 s"
+    )
+
+    second = ticks(now + 45_000, retry.cursor)
+    assert run_keys(second) == [f"{key(1)}#retry2", f"{key(2)}#retry2"]
+    assert run_all(second) == [True, True]
+
+    done = ticks(now + 50_000, second.cursor)
+    assert done.skip_reason.skip_message == "no lag: the ingest group has committed every record"
+    assert cluster.committed == cluster.high() == {0: 5, 1: 1}
+    assert platform.loaded() == [(0, o) for o in range(5)] + [(1, 0)]
+
+
+def test_records_from_before_the_partitions_window_are_taken_in_by_its_first_minute(monkeypatch, tmp_path):
+    """A topic older than the moving window start: its first minute runs even without records of its own,
+    and reads from the group's position, so nothing appended earlier is left behind."""
+    platform = Platform(tmp_path)
+    first = minute_key(minute_partitions.start)
+    start_ms = minute_window_ms(first)[0]
+    for ts in (start_ms - 3_600_000, start_ms - 60_000):  # an hour and a minute before the window
+        platform.cluster.append(0, ts, encode_record(quote(ts, ts)))
+
+    result = tick(platform.resources["kafka"], start_ms + 2 * MINUTE_MS + 15_000, monkeypatch)
+    assert [(r.run_key, r.partition_key) for r in result.run_requests] == [(first, first)]
+
+    assert platform.run(first).success
+    assert platform.loaded() == [(0, 0), (0, 1)]
+    assert platform.cluster.committed == {0: 2, 1: 0}
