@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import snowflake.connector
-from dagster_snowflake import SnowflakeResource
+
+if TYPE_CHECKING:  # imported where used: dagster_snowflake takes seconds, which the fast tier would pay
+    from dagster_snowflake import SnowflakeResource
+
+    from stock_platform.resources.snowflake_warehouse import SnowflakeWarehouse
 
 
 def create_bronze_database(server: Any, prefix: str, raw_table: bool = False) -> str:
@@ -36,6 +40,8 @@ def dbt_env(server: Any, database: str) -> dict[str, str]:
 
 
 def bronze_resource(server: Any, database: str) -> SnowflakeResource:
+    from dagster_snowflake import SnowflakeResource
+
     """dagster-snowflake's resource on ``database``.BRONZE, as the platform wires it for Snowflake."""
     kwargs = server.connection_kwargs()
     return SnowflakeResource(
@@ -48,3 +54,10 @@ def bronze_resource(server: Any, database: str) -> SnowflakeResource:
             k: kwargs[k] for k in ("host", "port", "protocol", "session_parameters", "network_timeout")
         },
     )
+
+
+def loader_warehouse(resource: SnowflakeResource) -> SnowflakeWarehouse:
+    """The raw-table warehouse on a fakesnow database (imported here, on first use)."""
+    from stock_platform.resources.snowflake_warehouse import SnowflakeWarehouse
+
+    return SnowflakeWarehouse(snowflake=resource)

@@ -74,9 +74,11 @@ def snowflake_auth(settings: Settings) -> dict[str, Any]:
 
 
 def snowflake_resource(settings: Settings) -> SnowflakeResource:
+    settings.require("snowflake_account", "snowflake_user", because="when WAREHOUSE=snowflake")
+    auth = snowflake_auth(settings)
+    # Imported once the settings are known good: the Snowflake libraries take seconds to import.
     from dagster_snowflake import SnowflakeResource
 
-    settings.require("snowflake_account", "snowflake_user", because="when WAREHOUSE=snowflake")
     return SnowflakeResource(
         account=settings.snowflake_account,
         user=settings.snowflake_user,
@@ -84,18 +86,19 @@ def snowflake_resource(settings: Settings) -> SnowflakeResource:
         warehouse=settings.snowflake_warehouse,
         database=settings.snowflake_database,
         schema=settings.snowflake_schema,  # the field is schema_, its alias schema
-        **snowflake_auth(settings),
+        **auth,
     )
 
 
 def warehouse_resource(settings: Settings) -> Warehouse:
     if settings.warehouse == "duckdb":
         return DuckDBWarehouse(path=str(settings.duckdb_file))
+    snowflake = snowflake_resource(settings)
     # Imported here: the Snowflake client libraries take seconds to import, which every run of a DuckDB
     # platform would otherwise pay at start-up.
     from stock_platform.resources.snowflake_warehouse import SnowflakeWarehouse
 
-    return SnowflakeWarehouse(snowflake=snowflake_resource(settings))
+    return SnowflakeWarehouse(snowflake=snowflake)
 
 
 def ingestion_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:

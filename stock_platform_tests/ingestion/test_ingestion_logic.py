@@ -33,7 +33,6 @@ from stock_platform.resources.kafka import (
 )
 from stock_platform.resources.kafka_reader import split_ranges
 from stock_platform.resources.object_store import LocalObjectStore, ObjectNotFound, S3ObjectStore
-from stock_platform.resources.snowflake_warehouse import SnowflakeWarehouse
 from stock_platform.resources.warehouse import DuckDBWarehouse, MinuteFile
 from stock_platform.settings import SettingsError, load_settings
 from stock_platform_tests.ingestion.ingest_helpers import quote
@@ -222,6 +221,7 @@ def test_resources_default_to_the_embedded_lake_and_duckdb(tmp_path: Path):
 SNOWFLAKE_LOADER = {"WAREHOUSE": "snowflake", "SNOWFLAKE_ACCOUNT": "org-acct", "SNOWFLAKE_USER": "loader"}
 
 
+@pytest.mark.slow  # wires the real SnowflakeResource: importing dagster_snowflake alone takes ~6 s
 def test_resources_for_s3_and_snowflake_take_secrets_only_as_env_vars():
     env = {**SNOWFLAKE_LOADER, "OBJECT_STORE": "s3", "S3_SECURE": "true", "KAFKA_TOPIC": "q",
            "S3_SECRET_KEY": "s3-secret", "SNOWFLAKE_PASSWORD": "sf-secret"}  # fmt: skip
@@ -231,6 +231,8 @@ def test_resources_for_s3_and_snowflake_take_secrets_only_as_env_vars():
     assert store.secure is True
     assert (store.access_key, store.secret_key) == ("stock-platform-pipeline", dg.EnvVar("S3_SECRET_KEY"))
     assert resources["kafka"].topic == "q"
+    from stock_platform.resources.snowflake_warehouse import SnowflakeWarehouse
+
     warehouse = resources["warehouse"]
     assert isinstance(warehouse, SnowflakeWarehouse)
     assert warehouse.snowflake.password == dg.EnvVar("SNOWFLAKE_PASSWORD")

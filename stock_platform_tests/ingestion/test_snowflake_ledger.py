@@ -4,19 +4,22 @@ transaction, and a rebuild of the raw table from a lake."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from dagster_snowflake import SnowflakeResource
 
 from stock_platform.ingestion import lake
 from stock_platform.ingestion.rebuild import rebuild_raw
 from stock_platform.object_keys import minute_iso, raw_object_key
 from stock_platform.partitions import minute_window
 from stock_platform.resources.object_store import LocalObjectStore
-from stock_platform.resources.snowflake_warehouse import SnowflakeWarehouse
 from stock_platform.resources.warehouse import MinuteFile
-from stock_platform_tests.fakesnow_databases import bronze_resource, create_bronze_database
+from stock_platform_tests.fakesnow_databases import bronze_resource, create_bronze_database, loader_warehouse
 from stock_platform_tests.ingestion.lake_fixtures import envelopes, gzip_file, lake_envelope_ids, put_minute
+
+if TYPE_CHECKING:  # dagster_snowflake takes seconds to import: only where a test uses it
+    from dagster_snowflake import SnowflakeResource
+
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +51,7 @@ def raw_ids(resource: SnowflakeResource) -> list[tuple[str, str, int, int]]:
 
 
 def test_snowflake_load_is_keyed_by_topic_and_minute_and_writes_the_ledger(snowflake_bronze, tmp_path: Path):
-    warehouse = SnowflakeWarehouse(snowflake=snowflake_bronze)
+    warehouse = loader_warehouse(snowflake_bronze)
     second = "2026-11-28-08:01"
 
     def load(topic: str, counts: dict[str, int]) -> dict[str, int]:
@@ -94,14 +97,14 @@ def test_snowflake_load_is_keyed_by_topic_and_minute_and_writes_the_ledger(snowf
 
     # A ledger created after loads (a warehouse from before the ledger) starts from the table's minutes.
     query(snowflake_bronze, "DROP TABLE {db}.BRONZE_RAW_LOADED_MINUTES")
-    fresh = SnowflakeWarehouse(snowflake=snowflake_bronze)
+    fresh = loader_warehouse(snowflake_bronze)
     assert fresh.loaded_minutes("a") == {KEY: 2}  # the 0-row minute left no row to rebuild it from
     assert fresh.loaded_minutes("b") == {KEY: 3}
 
 
 def test_snowflake_raw_table_is_rebuilt_from_the_lake(snowflake_bronze, tmp_path: Path):
     store = LocalObjectStore(root=str(tmp_path / "lake"))
-    warehouse = SnowflakeWarehouse(snowflake=snowflake_bronze)
+    warehouse = loader_warehouse(snowflake_bronze)
     minutes = [f"2026-11-28-07:{m:02d}" for m in range(55, 60)]
     keys = [put_minute(store, "t", k, n) for k, n in zip(minutes, (3, 0, 4, 2, 5), strict=True)]
     put_minute(store, "other", minutes[0], 7)  # another topic in the same lake and table

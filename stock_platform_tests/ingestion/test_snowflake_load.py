@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import pytest
-from dagster_snowflake import SnowflakeResource
 
 from stock_platform.object_keys import minute_iso
 from stock_platform.resources.kafka import KafkaResource
 from stock_platform.resources.object_store import LocalObjectStore
-from stock_platform.resources.snowflake_warehouse import SnowflakeWarehouse
-from stock_platform_tests.fakesnow_databases import bronze_resource, create_bronze_database
+from stock_platform_tests.fakesnow_databases import bronze_resource, create_bronze_database, loader_warehouse
 from stock_platform_tests.ingestion.ingest_helpers import ASSETS, closed_minute, produce, valid_messages
 from stock_platform_tests.kafka_topics import PAST_MINUTES
+
+if TYPE_CHECKING:  # dagster_snowflake takes seconds to import: only where a test uses it
+    from dagster_snowflake import SnowflakeResource
+
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +48,7 @@ def test_snowflake_load_replaces_the_minute_without_duplicates(
     first, second = closed_minute(35), closed_minute(34)
     produce(kafka_broker.bootstrap_servers, topic, valid_messages(first, 11))
     produce(kafka_broker.bootstrap_servers, topic, valid_messages(second, 6))
-    warehouse = SnowflakeWarehouse(snowflake=snowflake_schema)
+    warehouse = loader_warehouse(snowflake_schema)
     resources = {
         "kafka": KafkaResource(bootstrap_servers=kafka_broker.bootstrap_servers, topic=topic, **PAST_MINUTES),
         "object_store": LocalObjectStore(root=str(tmp_path / "lake")),
