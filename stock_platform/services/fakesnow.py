@@ -12,18 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from stock_platform.services.process import (
-    ServiceFailed,
-    ServiceState,
+    LocalService,
     free_port,
     port_open,
-    spawn,
-    stop_process,
-    wait_ready,
 )
 
 
 @dataclass
-class FakesnowServer:
+class FakesnowServer(LocalService):
     data_dir: Path
     port: int = 0
     host: str = "127.0.0.1"
@@ -68,22 +64,5 @@ class FakesnowServer:
             "-d",
             str(db_path),
         ]
-        proc = spawn(argv, self.log_path)
-        self.pid = proc.pid
-        try:
-            wait_ready(
-                "fakesnow server", proc.pid, lambda: port_open(self.host, self.port), self.log_path, timeout_s
-            )
-        except ServiceFailed:
-            self.stop()
-            raise
+        self._launch(argv, "fakesnow server", lambda: port_open(self.host, self.port), timeout_s)
         return self
-
-    def stop(self) -> None:
-        if self.pid is not None:
-            stop_process(self.pid)
-            self.pid = None
-
-    def state(self) -> ServiceState:
-        assert self.pid is not None
-        return ServiceState(self.name, self.pid, str(self.log_path), self.settings())

@@ -16,14 +16,11 @@ from pathlib import Path
 
 from stock_platform.services.paths import PROJECT_ROOT, cache_dir
 from stock_platform.services.process import (
+    LocalService,
     MissingPrerequisite,
     ServiceFailed,
-    ServiceState,
     free_port,
     require_tool,
-    spawn,
-    stop_process,
-    wait_ready,
 )
 
 KAFKA_VERSION = "4.1.1"
@@ -96,7 +93,7 @@ def _cluster_id() -> str:
 
 
 @dataclass
-class KafkaBroker:
+class KafkaBroker(LocalService):
     """One broker+controller on loopback; ``data_dir`` holds its config, log segments and log file."""
 
     data_dir: Path
@@ -167,13 +164,7 @@ class KafkaBroker:
             )  # fmt: skip
             if fmt.returncode != 0:
                 raise ServiceFailed(f"formatting Kafka storage failed:\n{fmt.stdout}{fmt.stderr}")
-        proc = spawn([*jvm, "kafka.Kafka", str(config)], self.log_path)
-        self.pid = proc.pid
-        try:
-            wait_ready("Kafka broker", proc.pid, self.ready, self.log_path, timeout_s)
-        except ServiceFailed:
-            self.stop()
-            raise
+        self._launch([*jvm, "kafka.Kafka", str(config)], "Kafka broker", self.ready, timeout_s)
         return self
 
     def ready(self) -> bool:
@@ -186,12 +177,3 @@ class KafkaBroker:
             return bool(admin.list_topics(timeout=1.0).brokers)
         except Exception:  # noqa: BLE001 - any failure here just means "not yet"
             return False
-
-    def stop(self) -> None:
-        if self.pid is not None:
-            stop_process(self.pid)
-            self.pid = None
-
-    def state(self) -> ServiceState:
-        assert self.pid is not None
-        return ServiceState(self.name, self.pid, str(self.log_path), self.settings())

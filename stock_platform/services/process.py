@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 
 class MissingPrerequisite(RuntimeError):
@@ -148,3 +149,39 @@ def stop_process(pid: int, timeout_s: float = 30.0) -> None:
             if not pid_alive(pid):
                 return
             time.sleep(0.1)
+
+
+class LocalService:
+    """What the local services (Kafka, the S3 server, fakesnow) share: launched detached, probed until
+    ready (stopped again when they never get there), stopped, and described for `services status`."""
+
+    name: ClassVar[str]
+    pid: int | None
+
+    @property
+    def log_path(self) -> Path:
+        raise NotImplementedError
+
+    def settings(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def _launch(
+        self, argv: Sequence[str], what: str, ready: Callable[[], bool], timeout_s: float,
+        env: Mapping[str, str] | None = None,
+    ) -> None:  # fmt: skip
+        proc = spawn(argv, self.log_path, env=env)
+        self.pid = proc.pid
+        try:
+            wait_ready(what, proc.pid, ready, self.log_path, timeout_s)
+        except ServiceFailed:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self.pid is not None:
+            stop_process(self.pid)
+            self.pid = None
+
+    def state(self) -> ServiceState:
+        assert self.pid is not None
+        return ServiceState(self.name, self.pid, str(self.log_path), self.settings())

@@ -15,14 +15,11 @@ from pathlib import Path
 
 from stock_platform.services.paths import cache_dir
 from stock_platform.services.process import (
+    LocalService,
     ServiceFailed,
-    ServiceState,
     free_port,
     port_open,
     require_tool,
-    spawn,
-    stop_process,
-    wait_ready,
 )
 from stock_platform.settings import load_settings
 
@@ -61,7 +58,7 @@ def _configured_keys() -> tuple[str, str]:
 
 
 @dataclass
-class S3Server:
+class S3Server(LocalService):
     """versitygw's posix gateway serving ``data_dir / "buckets"``; one root user with the given keys."""
 
     data_dir: Path
@@ -97,28 +94,11 @@ class S3Server:
         self.port = self.port or free_port()
         # Credentials go through the environment, not argv, so `ps` does not show them.
         env = {**os.environ, "ROOT_ACCESS_KEY": self.access_key, "ROOT_SECRET_KEY": self.secret_key}
-        proc = spawn(
-            [str(binary), "--port", self.endpoint, "--quiet", "posix", str(buckets)], self.log_path, env=env
+        self._launch(
+            [str(binary), "--port", self.endpoint, "--quiet", "posix", str(buckets)],
+            "S3 server (versitygw)",
+            lambda: port_open("127.0.0.1", self.port),
+            timeout_s,
+            env=env,
         )
-        self.pid = proc.pid
-        try:
-            wait_ready(
-                "S3 server (versitygw)",
-                proc.pid,
-                lambda: port_open("127.0.0.1", self.port),
-                self.log_path,
-                timeout_s,
-            )
-        except ServiceFailed:
-            self.stop()
-            raise
         return self
-
-    def stop(self) -> None:
-        if self.pid is not None:
-            stop_process(self.pid)
-            self.pid = None
-
-    def state(self) -> ServiceState:
-        assert self.pid is not None
-        return ServiceState(self.name, self.pid, str(self.log_path), self.settings())
