@@ -55,5 +55,5 @@ def test_the_lag_sensor_runs_the_minute_pipeline_job_by_default():
     job = defs.resolve_job_def("minute_pipeline_job")
     assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == {
         "kafka_quote_batch", "raw_quote_object", "raw_quote_table", "silver_quotes", "silver_rejected_quotes",
-        "gold_kpi", "gold_candlestick", "gold_treechart",
+        "gold_kpi", "gold_candlestick",
     }  # fmt: skip

@@ -137,19 +137,21 @@ def send(bootstrap: str, topic: str, messages: list[Sent], stamp_ms: int) -> Non
 def wait_until_ingested(
     kafka: KafkaResource, instance: dg.DagsterInstance, minute: str, daemon, log, timeout_s
 ):
-    """Until a successful run covers ``minute`` and the ingest group has no lag; fail on a failed run."""
+    """Until a successful run covers ``minute``, the ingest group has no lag and the gold view exists
+    (created by its automation condition after silver's first update); fail on a failed run."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         assert daemon.poll() is None, f"the daemon exited:\n{log_tail(log, 60)}"
         done = False
-        for run in instance.get_runs(filters=dg.RunsFilter(job_name="minute_pipeline_job"), limit=20):
+        for run in instance.get_runs(limit=40):  # the minute runs and the view's automation run
             covered = run.tags.get("dagster/partition") or run.tags.get("dagster/asset_partition_range_end")
             if run.status == dg.DagsterRunStatus.FAILURE:
                 pytest.fail(f"run {run.run_id} for {covered} failed:\n{log_tail(log, 80)}")
             done = done or (
                 run.status == dg.DagsterRunStatus.SUCCESS and covered is not None and covered >= minute
             )
-        if done and sum(lag.lag for lag in kafka.consumer_lag()) == 0:
+        view = instance.get_latest_materialization_event(dg.AssetKey("gold_treechart"))
+        if done and view is not None and sum(lag.lag for lag in kafka.consumer_lag()) == 0:
             return
         time.sleep(2)
     pytest.fail(f"no successful run reached minute {minute} in {timeout_s:.0f} s:\n{log_tail(log, 80)}")

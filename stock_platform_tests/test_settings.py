@@ -162,7 +162,7 @@ def test_require_names_every_missing_variable() -> None:
 
 def test_the_ui_run_checks_use_the_sensors_configured_thresholds() -> None:
     from stock_platform.orchestration import definitions as orchestration
-    from stock_platform.orchestration.checks import LagSensorConfig, consumer_lag_check
+    from stock_platform.orchestration.checks import GOLD_ASSETS, LagSensorConfig, consumer_lag_check
     from stock_platform_tests.fake_kafka import FakeCluster
 
     config = orchestration.lag_sensor_config(
@@ -172,7 +172,9 @@ def test_the_ui_run_checks_use_the_sensors_configured_thresholds() -> None:
     assert LagSensorConfig() == orchestration.lag_sensor_config(load_settings({}))
     # Every check is bound to the resource the sensor reads, whoever runs it.
     checks = [c for c in orchestration.defs.asset_checks or [] if isinstance(c, dg.AssetChecksDefinition)]
-    assert len(checks) == 4 and all("lag_sensor" in c.required_resource_keys for c in checks)
+    assert len(checks) == 1 + len(GOLD_ASSETS) and all(
+        "lag_sensor" in c.required_resource_keys for c in checks
+    )
 
     cluster = FakeCluster()
     for offset in range(7):

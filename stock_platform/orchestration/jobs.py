@@ -1,9 +1,7 @@
 """The per-minute job: a minute's Kafka batch, raw object, raw table and the dbt models, in one run.
 
-The dbt models rebuilt whole on every run (gold_treechart) are unpartitioned assets, and the job holds
-them beside the minute-partitioned ones: Dagster runs them once per run of a minute or a range, after
-silver. A second job requested by the sensor, or an automation condition, would add a run (and its start-up
-of several seconds) per minute, and leave gold_treechart stale until that run ends.
+The dbt views (gold_treechart) are not in it: a view is current without a run, and it is created when
+missing or changed by its automation condition (stock_platform/transform/assets.py).
 
 In-process executor: the run's fixed cost (process start, loading the code location) is paid once and
 the steps share it, which is what keeps a whole per-minute run within seconds. The run queue lets one
@@ -16,6 +14,7 @@ import dagster as dg
 from stock_platform.ingestion.assets import kafka_quote_batch, raw_quote_object, raw_quote_table
 from stock_platform.orchestration.checks import freshness_checks
 from stock_platform.partitions import minute_partitions
+from stock_platform.transform.assets import VIEW_TAG
 
 INGEST_TAG = "stock_platform/ingest"
 
@@ -24,13 +23,13 @@ minute_pipeline_job = dg.define_asset_job(
     # The gold freshness checks are left out: the lag sensor evaluates them every tick, and as steps
     # they would add seconds to every run.
     selection=dg.AssetSelection.assets(kafka_quote_batch, raw_quote_object, raw_quote_table).downstream()
-    - dg.AssetSelection.checks(*freshness_checks),
+    - dg.AssetSelection.checks(*freshness_checks)
+    - dg.AssetSelection.tag(*VIEW_TAG),
     partitions_def=minute_partitions,
     executor_def=dg.in_process_executor,
     tags={INGEST_TAG: "minute"},
     description=(
-        "Kafka batch → raw object → raw table → dbt silver and gold for the selected minute(s), then the "
-        "unpartitioned gold tables rebuilt whole; "
+        "Kafka batch → raw object → raw table → dbt silver and gold for the selected minute(s); "
         "started by kafka_lag_sensor for each closed minute, or for a range of minutes when catching up."
     ),
 )

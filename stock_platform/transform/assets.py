@@ -1,9 +1,10 @@
 """dbt's silver and gold models as Dagster assets, in two sets by how dbt builds them.
 
-Incremental models read the run's minutes and are partitioned by the same minutes as the raw table.
-Models rebuilt whole on every run (materialized `table`, e.g. gold_treechart) are not partitioned: a
-partition of theirs would mean nothing, as every run replaces all of it. minute_pipeline_job holds both,
-so one run per minute (or range of minutes) updates silver and then the whole-table models after it.
+Incremental models read the run's minutes and are partitioned by the same minutes as the raw table;
+minute_pipeline_job builds them. The other models (views, e.g. gold_treechart) are not partitioned: a
+view is computed when read, so it is current without any run, and it is (re)created only when it is
+missing or its SQL changed, by an automation condition rather than by every minute's run (a second dbt
+invocation per run cost ~20 s of quote-to-gold freshness, measured with benchmarks/freshness.py).
 """
 
 from collections.abc import Iterator, Mapping
@@ -39,16 +40,39 @@ class StockDbtTranslator(DagsterDbtTranslator):
 INCREMENTAL_MODELS = "config.materialized:incremental"
 
 
+# Marks the view assets, which minute_pipeline_job leaves out.
+VIEW_TAG = ("stock_platform/dbt", "view")
+
+
+class ViewTranslator(StockDbtTranslator):
+    """Views are created when missing (once silver exists) and again when their SQL changes (dbt's
+    checksum is the asset's code version)."""
+
+    def get_tags(self, dbt_resource_props: Mapping[str, Any]) -> Mapping[str, str]:
+        return {**super().get_tags(dbt_resource_props), VIEW_TAG[0]: VIEW_TAG[1]}
+
+    def get_automation_condition(self, dbt_resource_props: Mapping[str, Any]) -> dg.AutomationCondition:
+        # Not on_missing(): it waits for every dep partition (60 days of silver minutes), and the view
+        # needs only silver's table. After a minute's run updated silver, a missing view is requested (a
+        # failed request is tried again after the next minute's run).
+        missing = (
+            dg.AutomationCondition.missing()
+            & dg.AutomationCondition.any_deps_updated()
+            & ~dg.AutomationCondition.in_progress()
+        ).with_label("missing, silver just updated")
+        return missing | dg.AutomationCondition.code_version_changed()
+
+
 def build_dbt_assets(project: DbtProject) -> list[dg.AssetsDefinition]:
-    """The partitioned incremental models and the unpartitioned whole-table models."""
-    return [build_incremental_assets(project), build_whole_table_assets(project)]
+    """The partitioned incremental models and the unpartitioned views."""
+    return [build_incremental_assets(project), build_view_assets(project)]
 
 
-def _project_args(project: DbtProject) -> dict[str, Any]:
+def _project_args(project: DbtProject, translator: DagsterDbtTranslator | None = None) -> dict[str, Any]:
     return {
         "manifest": project.manifest_path,
         "project": project,
-        "dagster_dbt_translator": StockDbtTranslator(),
+        "dagster_dbt_translator": translator or StockDbtTranslator(),
     }
 
 
@@ -76,14 +100,28 @@ def build_incremental_assets(project: DbtProject) -> dg.AssetsDefinition:
     return stock_dbt_models
 
 
-def build_whole_table_assets(project: DbtProject) -> dg.AssetsDefinition:
-    # Its own dbt invocation, as one @dbt_assets has one partitions definition: dbt's start-up (about 6 s
-    # of CPU here) once per run, after the incremental models, which are not delayed by it.
-    @dbt_assets(**_project_args(project), exclude=INCREMENTAL_MODELS, name="stock_dbt_whole_tables")
-    def stock_dbt_whole_tables(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
-        """The gold models rebuilt whole from silver on every run (gold_treechart), with their dbt data
-        tests as asset checks; they take no window.
+def build_view_assets(project: DbtProject) -> dg.AssetsDefinition:
+    @dbt_assets(
+        **_project_args(project, ViewTranslator()), exclude=INCREMENTAL_MODELS, name="stock_dbt_views"
+    )
+    def stock_dbt_views(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
+        """The gold views over silver (gold_treechart), created when missing or changed, with their dbt
+        data tests as asset checks; they take no window.
         """
         yield from dbt.cli(DBT_BUILD_ARGS, context=context).stream()
 
-    return stock_dbt_whole_tables
+    return stock_dbt_views
+
+
+def view_automation_sensor(views: dg.AssetsDefinition, run_tags: Mapping[str, str]) -> dg.SensorDefinition:
+    """Evaluates the views' automation conditions (running by default, so a fresh install gets them).
+
+    ``run_tags`` put its runs in the minute runs' queue: one writer of the DuckDB file at a time.
+    """
+    return dg.AutomationConditionSensorDefinition(
+        "gold_views_automation",
+        target=dg.AssetSelection.assets(views),
+        run_tags=run_tags,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=15,
+    )

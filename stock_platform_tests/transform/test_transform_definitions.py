@@ -10,7 +10,7 @@ from stock_platform.transform.definitions import defs
 MODELS = {"silver_quotes", "silver_rejected_quotes", "gold_kpi", "gold_candlestick", "gold_treechart"}
 
 
-def test_incremental_models_are_minute_partitioned_and_whole_tables_are_not():
+def test_incremental_models_are_minute_partitioned_and_views_are_not():
     graph = defs.resolve_asset_graph()
     models = {key.to_user_string(): graph.get(key) for key in graph.materializable_asset_keys}
     assert set(models) == MODELS
@@ -21,11 +21,17 @@ def test_incremental_models_are_minute_partitioned_and_whole_tables_are_not():
         "gold_candlestick": "gold",
         "gold_treechart": "gold",
     }
-    # gold_treechart is a table rebuilt whole on every run: a minute partition of it would mean nothing.
+    # gold_treechart is a view, computed when read: a minute partition of it would mean nothing, and no
+    # minute's run rebuilds it; its automation condition creates it when missing or changed.
     assert {name for name, node in models.items() if node.partitions_def is None} == {"gold_treechart"}
     assert all(
         node.partitions_def == minute_partitions for name, node in models.items() if name != "gold_treechart"
     )
+    view = models["gold_treechart"]
+    assert view.automation_condition is not None and view.code_version
+    assert all(models[name].automation_condition is None for name in MODELS - {"gold_treechart"})
+    sensor = defs.resolve_sensor_def("gold_views_automation")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
 
 
 def test_the_staging_model_is_no_asset_and_lineage_goes_through_it():

@@ -1,9 +1,9 @@
-{{ config(materialized='table') }}
+{{ config(materialized='view') }}
 
 {#- One row per symbol with at least one 1-minute candle in the volatility window: the last
     `volatility_window_minutes` minutes up to the minute of the newest quote of any symbol. Small (one row
-    per symbol, from the window's quotes only), so it is rebuilt whole on every run. Formulas: see
-    gold_treechart.yml. -#}
+    per symbol, from the window's quotes only), so it is a view: always as current as silver, computed when
+    read, never rebuilt by a minute's run. Formulas: see gold_treechart.yml. -#}
 
 {%- set window_minutes = var('volatility_window_minutes', 60) | int %}
 
