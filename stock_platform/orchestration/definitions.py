@@ -6,7 +6,7 @@ The sensor's and the checks' tuning comes from the settings here, at the wiring 
 import dagster as dg
 
 from stock_platform.orchestration.checks import LagSensorConfig, consumer_lag_check, freshness_checks
-from stock_platform.orchestration.jobs import minute_pipeline_job
+from stock_platform.orchestration.jobs import gold_views_automation, minute_pipeline_job
 from stock_platform.orchestration.sensors import kafka_lag_sensor
 from stock_platform.settings import Settings, load_settings
 
@@ -21,7 +21,7 @@ def lag_sensor_config(settings: Settings) -> LagSensorConfig:
 
 defs = dg.Definitions(
     jobs=[minute_pipeline_job],
-    sensors=[kafka_lag_sensor],
+    sensors=[kafka_lag_sensor, gold_views_automation],
     asset_checks=[consumer_lag_check, *freshness_checks],
     resources={"lag_sensor": lag_sensor_config(load_settings())},
 )

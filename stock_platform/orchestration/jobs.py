@@ -33,3 +33,14 @@ minute_pipeline_job = dg.define_asset_job(
         "started by kafka_lag_sensor for each closed minute, or for a range of minutes when catching up."
     ),
 )
+
+# Evaluates the dbt views' automation conditions (transform/assets.py), running by default so that a
+# fresh install gets them; its runs carry the ingest tag, so they queue with the minute runs (one writer
+# of the DuckDB file at a time).
+gold_views_automation = dg.AutomationConditionSensorDefinition(
+    "gold_views_automation",
+    target=dg.AssetSelection.tag(*VIEW_TAG),
+    run_tags={INGEST_TAG: "views"},
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=15,
+)

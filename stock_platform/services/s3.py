@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from stock_platform.services.paths import cache_dir
@@ -64,12 +64,17 @@ class S3Server(LocalService):
     data_dir: Path
     port: int = 0
     # The pipeline's keys when S3_SECRET_KEY is set, so a server started for it accepts its settings;
-    # else fresh ones, never a guessable default.
-    access_key: str = field(default_factory=lambda: _configured_keys()[0])
-    secret_key: str = field(default_factory=lambda: _configured_keys()[1])
+    # else fresh ones, never a guessable default. Empty: filled in from one read of the settings.
+    access_key: str = ""
+    secret_key: str = ""
     pid: int | None = None
 
     name = "s3"
+
+    def __post_init__(self) -> None:
+        if not (self.access_key and self.secret_key):
+            access_key, secret_key = _configured_keys()
+            self.access_key, self.secret_key = self.access_key or access_key, self.secret_key or secret_key
 
     @property
     def endpoint(self) -> str:

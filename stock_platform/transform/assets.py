@@ -40,7 +40,7 @@ class StockDbtTranslator(DagsterDbtTranslator):
 INCREMENTAL_MODELS = "config.materialized:incremental"
 
 
-# Marks the view assets, which minute_pipeline_job leaves out.
+# Marks the view assets: minute_pipeline_job leaves them out, gold_views_automation targets them.
 VIEW_TAG = ("stock_platform/dbt", "view")
 
 
@@ -111,17 +111,3 @@ def build_view_assets(project: DbtProject) -> dg.AssetsDefinition:
         yield from dbt.cli(DBT_BUILD_ARGS, context=context).stream()
 
     return stock_dbt_views
-
-
-def view_automation_sensor(views: dg.AssetsDefinition, run_tags: Mapping[str, str]) -> dg.SensorDefinition:
-    """Evaluates the views' automation conditions (running by default, so a fresh install gets them).
-
-    ``run_tags`` put its runs in the minute runs' queue: one writer of the DuckDB file at a time.
-    """
-    return dg.AutomationConditionSensorDefinition(
-        "gold_views_automation",
-        target=dg.AssetSelection.assets(views),
-        run_tags=run_tags,
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        minimum_interval_seconds=15,
-    )

@@ -1,5 +1,5 @@
-"""Transform's Definitions: the dbt models (silver, gold; partitioned incremental and unpartitioned whole
-tables) and the dbt CLI resource.
+"""Transform's Definitions: the dbt models (silver, gold; minute-partitioned incremental models and
+unpartitioned views) and the dbt CLI resource.
 
 dbt reads its own environment (DBT_TARGET, DUCKDB_PATH, DBT_SNOWFLAKE_*, ...: declared with their defaults in
 stock_platform/settings.py) through env_var() in profiles.yml, so nothing here holds a credential; the
@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from stock_platform.orchestration.jobs import INGEST_TAG
 from stock_platform.settings import Settings, load_settings
-from stock_platform.transform.assets import build_dbt_assets, view_automation_sensor
+from stock_platform.transform.assets import build_dbt_assets
 from stock_platform.transform.project import dbt_cli_resource, dbt_project, prepare_dbt_project
 
 
@@ -31,10 +30,8 @@ def require_dbt_sign_in(settings: Settings) -> None:
 require_dbt_sign_in(load_settings())
 project = prepare_dbt_project(dbt_project())
 dbt_model_assets = build_dbt_assets(project)
-incremental_models, views = dbt_model_assets
 
 defs = dg.Definitions(
     assets=dbt_model_assets,
-    sensors=[view_automation_sensor(views, {INGEST_TAG: "views"})],
     resources={"dbt": dbt_cli_resource(project)},
 )

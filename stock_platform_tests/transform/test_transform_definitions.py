@@ -30,7 +30,9 @@ def test_incremental_models_are_minute_partitioned_and_views_are_not():
     view = models["gold_treechart"]
     assert view.automation_condition is not None and view.code_version
     assert all(models[name].automation_condition is None for name in MODELS - {"gold_treechart"})
-    sensor = defs.resolve_sensor_def("gold_views_automation")
+    from stock_platform.definitions import defs as code_location  # the sensor is orchestration's
+
+    sensor = code_location.resolve_sensor_def("gold_views_automation")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
 
 
