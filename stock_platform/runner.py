@@ -21,22 +21,30 @@ from stock_platform.services.paths import PROJECT_ROOT
 from stock_platform.services.process import MissingPrerequisite, ServiceFailed, port_open, spawn, stop_process
 from stock_platform.settings import Settings, SettingsError, load_settings
 
-# The local instance keeps docker/dagster.yaml's run policy (queue, concurrency, monitoring, retention)
-# and leaves storage, run launcher and compute logs at Dagster's local defaults (SQLite, files here).
+# The local instance keeps docker/dagster.yaml's run policy (queue, concurrency, monitoring, retention),
+# leaves storage and compute logs at Dagster's local defaults (SQLite, files here), and starts runs from a
+# warm run host (orchestration/warm_launcher.py): locally the daemon and the runs share one machine and
+# one environment, so a run need not import the code location anew (compose runs them in the code
+# location's container instead).
 POLICY_SOURCE = PROJECT_ROOT / "docker" / "dagster.yaml"
 POLICY_SECTIONS = ("run_coordinator", "concurrency", "run_monitoring", "retention", "telemetry")
+LOCAL_RUN_LAUNCHER = {
+    "module": "stock_platform.orchestration.warm_launcher",
+    "class": "WarmRunLauncher",
+}
 LOCAL_HEADER = "# Written by `stock-platform run`: a local instance (SQLite under this folder).\n"
 
 
 def local_instance_yaml() -> str:
-    """The local instance config: the policy sections of docker/dagster.yaml, nothing else."""
+    """The local instance config: the policy sections of docker/dagster.yaml and the warm launcher."""
     import yaml  # type: ignore[import-untyped]  # PyYAML, which Dagster depends on, ships no types
 
     deployed = yaml.safe_load(POLICY_SOURCE.read_text())
     policy = {name: deployed[name] for name in POLICY_SECTIONS if name in deployed}
     return (
-        f"{LOCAL_HEADER}# Its run policy is copied from docker/dagster.yaml, where it is explained.\n"
-        + yaml.safe_dump(policy, sort_keys=False)
+        f"{LOCAL_HEADER}# Its run policy is copied from docker/dagster.yaml, where it is explained; runs are\n"
+        "# forked from a warm run host (stock_platform/orchestration/warm_launcher.py).\n"
+        + yaml.safe_dump({**policy, "run_launcher": LOCAL_RUN_LAUNCHER}, sort_keys=False)
     )
 
 

@@ -67,7 +67,7 @@ class Settings(_Variables):
     kafka_ingest_group: str = "stock-platform-ingest"
     # 3, as the code always created: one local broker, and more can be set when consumers scale out.
     kafka_topic_partitions: PositiveInt = 3
-    kafka_grace_seconds: NonNegativeFloat = 10.0
+    kafka_grace_seconds: NonNegativeFloat = 2.0
     kafka_require_log_append_time: bool = True
 
     # Object store

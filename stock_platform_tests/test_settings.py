@@ -99,7 +99,7 @@ def test_python_code_wires_only_declared_secrets_as_env_vars() -> None:
 
 def test_defaults_need_no_environment() -> None:
     settings = load_settings({})
-    assert (settings.kafka_topic_partitions, settings.kafka_grace_seconds) == (3, 10.0)
+    assert (settings.kafka_topic_partitions, settings.kafka_grace_seconds) == (3, 2.0)
     assert settings.home == Path(".stock_platform").resolve()
     assert settings.lake_root == settings.home / "lake"
     assert settings.duckdb_file == settings.home / "warehouse.duckdb"
@@ -186,14 +186,16 @@ def test_the_ui_run_checks_use_the_sensors_configured_thresholds() -> None:
 def test_the_local_instance_keeps_the_deployments_run_policy(tmp_path: Path) -> None:
     import yaml
 
-    from stock_platform.runner import POLICY_SECTIONS, POLICY_SOURCE, prepare_dagster_home
+    from stock_platform.runner import LOCAL_RUN_LAUNCHER, POLICY_SECTIONS, POLICY_SOURCE, prepare_dagster_home
 
     prepare_dagster_home(tmp_path)
     local = yaml.safe_load((tmp_path / "dagster.yaml").read_text())
     deployed = yaml.safe_load(POLICY_SOURCE.read_text())
-    # One policy: the local file holds docker/dagster.yaml's sections, and no storage, launcher or log manager.
-    assert local == {name: deployed[name] for name in POLICY_SECTIONS}
+    # One policy: the local file holds docker/dagster.yaml's sections and the warm launcher, and no storage
+    # or log manager.
+    assert local == {**{name: deployed[name] for name in POLICY_SECTIONS}, "run_launcher": LOCAL_RUN_LAUNCHER}
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert type(instance.run_launcher).__name__ == "WarmRunLauncher"
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
         assert type(instance.compute_log_manager).__name__ == "LocalComputeLogManager"
         queue = instance.get_concurrency_config().run_queue_config

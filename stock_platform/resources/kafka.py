@@ -221,7 +221,7 @@ class KafkaResource(dg.ConfigurableResource):
         default="stock-platform-ingest", description="Consumer group holding the ingested position."
     )
     grace_seconds: float = Field(
-        default=10.0,
+        default=2.0,
         description="After a minute's end, how long an idle partition may still deliver its records.",
     )
     timeout_seconds: float = Field(default=10.0, description="Per Kafka request, and per read stall.")

@@ -8,13 +8,15 @@ invocation per run cost ~20 s of quote-to-gold freshness, measured with benchmar
 """
 
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+from dagster_dbt import DagsterDbtTranslator, DbtProject, dbt_assets
 
 from stock_platform.partitions import CATCH_UP_POLICY, minute_partitions
-from stock_platform.transform.window import DBT_BUILD_ARGS, dbt_window_env, environment
+from stock_platform.transform.dbt_runner import build_events
+from stock_platform.transform.window import DBT_BUILD_ARGS, dbt_window_env
 
 LAYERS = ("silver", "gold")
 
@@ -68,46 +70,51 @@ def build_dbt_assets(project: DbtProject) -> list[dg.AssetsDefinition]:
     return [build_incremental_assets(project), build_view_assets(project)]
 
 
-def _project_args(project: DbtProject, translator: DagsterDbtTranslator | None = None) -> dict[str, Any]:
+def _project_args(project: DbtProject, translator: DagsterDbtTranslator) -> dict[str, Any]:
     return {
         "manifest": project.manifest_path,
         "project": project,
-        "dagster_dbt_translator": translator or StockDbtTranslator(),
+        "dagster_dbt_translator": translator,
     }
 
 
 def build_incremental_assets(project: DbtProject) -> dg.AssetsDefinition:
+    translator = StockDbtTranslator()
+
     # A catch-up of many minutes is one dbt run over the run's whole range, not one per minute: the
     # models take any window, and dbt's start-up dominates a minute's work.
     @dbt_assets(
-        **_project_args(project),
+        **_project_args(project, translator),
         select=INCREMENTAL_MODELS,
         partitions_def=minute_partitions,
         backfill_policy=CATCH_UP_POLICY,
     )
-    def stock_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
+    def stock_dbt_models(context: dg.AssetExecutionContext) -> Iterator[Any]:
         """silver_quotes (typed, deduplicated quotes) and the incremental gold tables Power BI reads,
         updated for the run's minutes: silver reads the raw minutes loaded in the window, gold recomputes
         what those silver rows touch, so any order of runs equals a full refresh; dbt data tests are asset
         checks.
         """
         window = context.partition_time_window
-        # The subprocess starts (and copies the environment) inside cli(); streaming happens after.
-        with environment(dbt_window_env(window.start, window.end)):
-            invocation = dbt.cli(DBT_BUILD_ARGS, context=context)
-        yield from invocation.stream()
+        yield from build_events(
+            context,
+            DBT_BUILD_ARGS,
+            translator,
+            env=dbt_window_env(window.start, window.end),
+            project_dir=Path(project.project_dir),
+        )
 
     return stock_dbt_models
 
 
 def build_view_assets(project: DbtProject) -> dg.AssetsDefinition:
-    @dbt_assets(
-        **_project_args(project, ViewTranslator()), exclude=INCREMENTAL_MODELS, name="stock_dbt_views"
-    )
-    def stock_dbt_views(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
+    translator = ViewTranslator()
+
+    @dbt_assets(**_project_args(project, translator), exclude=INCREMENTAL_MODELS, name="stock_dbt_views")
+    def stock_dbt_views(context: dg.AssetExecutionContext) -> Iterator[Any]:
         """The gold views over silver (gold_treechart), created when missing or changed, with their dbt
         data tests as asset checks; they take no window.
         """
-        yield from dbt.cli(DBT_BUILD_ARGS, context=context).stream()
+        yield from build_events(context, DBT_BUILD_ARGS, translator, project_dir=Path(project.project_dir))
 
     return stock_dbt_views

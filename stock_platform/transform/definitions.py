@@ -1,5 +1,5 @@
 """Transform's Definitions: the dbt models (silver, gold; minute-partitioned incremental models and
-unpartitioned views) and the dbt CLI resource.
+unpartitioned views), which run dbt in the run's process (transform/dbt_runner.py).
 
 dbt reads its own environment (DBT_TARGET, DUCKDB_PATH, DBT_SNOWFLAKE_*, ...: declared with their defaults in
 stock_platform/settings.py) through env_var() in profiles.yml, so nothing here holds a credential; the
@@ -12,7 +12,7 @@ import dagster as dg
 
 from stock_platform.settings import Settings, load_settings
 from stock_platform.transform.assets import build_dbt_assets
-from stock_platform.transform.project import dbt_cli_resource, dbt_project, prepare_dbt_project
+from stock_platform.transform.project import dbt_project, prepare_dbt_project
 
 
 def require_dbt_sign_in(settings: Settings) -> None:
@@ -31,7 +31,4 @@ require_dbt_sign_in(load_settings())
 project = prepare_dbt_project(dbt_project())
 dbt_model_assets = build_dbt_assets(project)
 
-defs = dg.Definitions(
-    assets=dbt_model_assets,
-    resources={"dbt": dbt_cli_resource(project)},
-)
+defs = dg.Definitions(assets=dbt_model_assets)

@@ -46,7 +46,9 @@ def record_at(ts_ms: int, seq: int, partition: int = 0) -> tuple[int, int, bytes
 
 
 def tick(kafka: KafkaResource, now: int, cursor: str | None = None, instance=None, **config):
-    sensors.now_ms = lambda: now  # type: ignore[assignment]  # the tick's clock
+    clock = [now]  # the tick's clock; a wait for a minute's close advances it instead of sleeping
+    sensors.now_ms = lambda: clock[0]  # type: ignore[assignment]
+    sensors.sleep_ms = lambda ms: clock.__setitem__(0, clock[0] + ms)  # type: ignore[assignment]
     context = dg.build_sensor_context(
         instance=instance or dg.DagsterInstance.ephemeral(),
         cursor=cursor,
@@ -57,9 +59,9 @@ def tick(kafka: KafkaResource, now: int, cursor: str | None = None, instance=Non
 
 @pytest.fixture(autouse=True)
 def real_clock():
-    original = sensors.now_ms
+    original = sensors.now_ms, sensors.sleep_ms
     yield
-    sensors.now_ms = original
+    sensors.now_ms, sensors.sleep_ms = original
 
 
 def keys(result) -> list[str]:

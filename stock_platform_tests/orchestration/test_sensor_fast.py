@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from types import SimpleNamespace
 
 import dagster as dg
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stock_platform.orchestration import sensors
+from stock_platform.orchestration.planning import last_closed_minute
 from stock_platform.orchestration.sensors import SENSOR_NAME, LagSensorConfig, kafka_lag_sensor
 from stock_platform.partitions import minute_key, minute_partitions, minute_window_ms
 from stock_platform.quotes import encode_record
@@ -43,7 +47,9 @@ def tick(
     instance: dg.DagsterInstance | None = None,
     **config,
 ):
-    monkeypatch.setattr(sensors, "now_ms", lambda: now)  # the tick's clock
+    clock = [now]  # the tick's clock; a wait for a minute's close advances it instead of sleeping
+    monkeypatch.setattr(sensors, "now_ms", lambda: clock[0])
+    monkeypatch.setattr(sensors, "sleep_ms", lambda ms: clock.__setitem__(0, clock[0] + ms))
     context = dg.build_sensor_context(
         instance=instance or dg.DagsterInstance.ephemeral(),
         cursor=cursor,
@@ -228,3 +234,56 @@ def test_records_from_before_the_partitions_window_are_taken_in_by_its_first_min
     assert platform.run(first).success
     assert platform.loaded() == [(0, 0), (0, 1)]
     assert platform.cluster.committed == {0: 2, 1: 0}
+
+
+class _Clock:
+    """The sensor's clock and wait: waiting advances it."""
+
+    def __init__(self, now: int) -> None:
+        self.now = now
+        self.waited = 0
+
+    def sleep(self, ms: int) -> None:
+        assert ms >= 0, "the sensor never waits a negative time"
+        self.now += ms
+        self.waited += ms
+
+
+@given(
+    offset_ms=st.integers(min_value=0, max_value=3 * MINUTE_MS),
+    grace_ms=st.integers(min_value=0, max_value=20_000),
+    records_after_ms=st.none() | st.integers(min_value=0, max_value=30_000),
+)
+@settings(max_examples=300, deadline=None)
+def test_a_tick_near_a_minutes_end_plans_from_a_look_at_which_that_minute_is_closed(
+    offset_ms: int, grace_ms: int, records_after_ms: int | None
+) -> None:
+    """Whatever the tick's time, grace and the moment every partition has a record of the new minute
+    (None: a partition stays idle): a tick within ALIGN_WITHIN_S of an end looks at Kafka only once that
+    minute is closed by the planner's own rule, and waits no longer than needed; other ticks never wait."""
+    start = BASE_MS + offset_ms
+    clock = _Clock(start)
+    end = (start // MINUTE_MS + 1) * MINUTE_MS
+    looks: list[int] = []
+
+    def snapshot_at(at: int) -> SimpleNamespace:
+        assert at == clock.now, "the snapshot is taken at the time the tick plans with"
+        looks.append(at)
+        has = records_after_ms is not None and at >= end + records_after_ms
+        return SimpleNamespace(current_minute_has_records=has)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sensors, "now_ms", lambda: clock.now)
+        mp.setattr(sensors, "sleep_ms", clock.sleep)
+        at, snapshot = sensors.wait_for_close(start, grace_ms, snapshot_at)
+
+    assert at == looks[-1] == clock.now
+    if end - start > sensors.ALIGN_WITHIN_S * 1000:
+        assert looks == [start] and clock.waited == 0
+        return
+    ended = minute_key(dt.datetime.fromtimestamp((end - MINUTE_MS) / 1000, dt.UTC))
+    assert last_closed_minute(at, grace_ms, snapshot.current_minute_has_records) >= ended
+    assert len(looks) <= 2
+    assert at <= end + max(grace_ms, sensors.SETTLE_MS)
+    if records_after_ms is not None and records_after_ms <= sensors.SETTLE_MS:
+        assert at == end + sensors.SETTLE_MS, "closed by records at the first look: no second wait"

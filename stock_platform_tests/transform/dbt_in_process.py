@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from stock_platform.transform.dbt_runner import failures, forget_compiled_sql
 from stock_platform.transform.project import DBT_PROJECT_DIR
 from stock_platform.transform.window import WINDOW_ENV, dbt_window_env, environment
 
@@ -44,28 +45,9 @@ class DbtInProcess:
         env = dict(self.env)
         if window is not None:
             env.update(dbt_window_env(*window))
-        self._forget_compiled_sql()
+        forget_compiled_sql(self.manifest)
         with environment(env):
             result = self.runner.invoke([*args, *self.common])
         if check and not result.success:
-            failures = [
-                f"{r.node.name}: {r.status}: {r.message}"
-                for r in getattr(result.result, "results", None) or []
-                if str(r.status) in ("error", "fail")
-            ]
-            raise AssertionError(f"dbt {' '.join(args)} failed: {result.exception or failures}")
+            raise AssertionError(f"dbt {' '.join(args)} failed: {result.exception or failures(result)}")
         return result.result
-
-    def _forget_compiled_sql(self) -> None:
-        """Clear what the last invocation compiled into the shared manifest.
-
-        dbt marks a compiled node as having its ephemeral models' CTEs injected; the next compile of the
-        node renders its SQL afresh but skips the injection, so silver would read a CTE of stg_raw_quotes
-        that is not there. A subprocess, as Dagster runs dbt, starts from a fresh manifest every time.
-        """
-        for node in self.manifest.nodes.values():
-            if hasattr(node, "extra_ctes_injected"):
-                node.compiled = False
-                node.compiled_code = None
-                node.extra_ctes_injected = False
-                node.extra_ctes = []

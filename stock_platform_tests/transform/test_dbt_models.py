@@ -23,7 +23,7 @@ import snowflake.connector
 
 from stock_platform.partitions import minute_key
 from stock_platform.transform.definitions import dbt_model_assets, project
-from stock_platform.transform.project import dbt_cli_resource, dbt_executable
+from stock_platform.transform.project import dbt_executable
 from stock_platform.transform.window import dbt_build_args
 from stock_platform_tests.fakesnow_databases import create_bronze_database, dbt_env
 from stock_platform_tests.transform import expected_gold
@@ -118,7 +118,6 @@ def duckdb_outcome(scenario: Scenario, tmp_path_factory: pytest.TempPathFactory)
             mp.setenv(name, value)
         result = dg.materialize(
             dbt_model_assets,
-            resources={"dbt": dbt_cli_resource(project)},
             tags={
                 "dagster/asset_partition_range_start": minute_key(first_minute),
                 "dagster/asset_partition_range_end": minute_key(end - dt.timedelta(minutes=1)),

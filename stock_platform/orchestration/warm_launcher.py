@@ -1,0 +1,206 @@
+"""WarmRunLauncher: runs start in a process that already holds the code location.
+
+Dagster's DefaultRunLauncher asks the code server to spawn a new Python per run, which imports dagster,
+dagster-dbt, dbt and the assets before the first step: ~8-10 s of every per-minute run on this machine
+(benchmarks/freshness.py), a third of the time from a minute's close to its gold. This launcher keeps
+one warm run host (stock_platform/orchestration/run_host.py) beside the daemon and forks it per run: a
+child starts with everything imported and the dbt project parsed, and executes the run exactly as
+``dagster api execute_run`` does. Each run is still its own process (its memory is returned when it
+ends, a crash takes down only that run), and it writes its events to the instance like any run worker.
+
+The host is replaced when a project file it imported changes (checked at each launch; the next run then
+pays the cold start once), when it died, and when a run names a different Python. ``stock-platform run``
+writes this launcher into the local instance (runner.py); docker-compose keeps the DefaultRunLauncher,
+whose runs execute in the code-location container.
+
+The launcher is instantiated by every process that loads the instance (webserver, daemon, code server):
+nothing is started until a run is launched, and termination and health checks work from any of them
+through the worker's pid, recorded on the run as a tag.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from dagster import Array, Field
+from dagster._core.launcher.base import CheckRunHealthResult, LaunchRunContext, RunLauncher, WorkerStatus
+from dagster._core.storage.dagster_run import DagsterRun
+from dagster._serdes import ConfigurableClass, ConfigurableClassData, serialize_value
+
+PID_TAG = "stock_platform/run_worker_pid"
+HOST_MODULE = "stock_platform.orchestration.run_host"
+DEFAULT_PRELOAD = ["stock_platform.definitions"]
+# A host loads the code location and parses dbt before its first answer (~10 s here, more when busy).
+HOST_READY_TIMEOUT_S = 180.0
+
+
+class RunHostFailed(RuntimeError):
+    """The warm run host could not be started or stopped answering."""
+
+
+class RunHost:
+    """One run host process and its pipes; requests are answered in order."""
+
+    def __init__(self, executable: str, preload: list[str], instance_ref: str) -> None:
+        self.executable = executable
+        config = json.dumps({"preload": preload, "instance_ref": instance_ref})
+        self.process = subprocess.Popen(
+            [executable, "-m", HOST_MODULE, config],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+        self.ready = self._answer(HOST_READY_TIMEOUT_S)
+        if not self.ready.get("ready"):
+            raise RunHostFailed(f"run host answered {self.ready!r} instead of ready")
+        self.sources: dict[str, float] = self.ready.get("sources", {})
+
+    def _answer(self, timeout_s: float) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        answer: list[str] = []
+        reader = threading.Thread(target=lambda: answer.append(self.process.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+        reader.start()
+        reader.join(timeout_s)
+        if not answer or not answer[0]:
+            self.stop()
+            raise RunHostFailed(
+                f"the run host (pid {self.process.pid}) gave no answer within {timeout_s:.0f} s "
+                f"(exit status {self.process.poll()}); its errors are in the daemon's output"
+            )
+        return json.loads(answer[0])
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stale(self) -> bool:
+        """A project file the host imported was changed or removed since it loaded."""
+        for path, mtime in self.sources.items():
+            try:
+                if os.stat(path).st_mtime != mtime:
+                    return True
+            except OSError:
+                return True
+        return False
+
+    def start(self, run_id: str, instance_ref: str) -> int:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps({"run_id": run_id, "instance_ref": instance_ref}) + "\n")
+        self.process.stdin.flush()
+        return int(self._answer(30.0)["pid"])
+
+    def stop(self) -> None:
+        """Close its stdin: the host leaves its loop; runs it forked carry on."""
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def pid_alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie (a finished child not yet reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+class WarmRunLauncher(RunLauncher, ConfigurableClass):
+    """Forks each run from a warm run host (module docstring)."""
+
+    def __init__(self, preload: list[str] | None = None, inst_data: ConfigurableClassData | None = None):
+        self._inst_data = inst_data
+        self._preload = list(preload if preload is not None else DEFAULT_PRELOAD)
+        self._host: RunHost | None = None
+        self._lock = threading.Lock()
+        super().__init__()
+
+    @property
+    def inst_data(self) -> ConfigurableClassData | None:
+        return self._inst_data
+
+    @classmethod
+    def config_type(cls) -> dict[str, Any]:
+        return {
+            "preload": Field(
+                Array(str),
+                is_required=False,
+                default_value=DEFAULT_PRELOAD,
+                description="Modules the run host imports before the first run (the code location).",
+            )
+        }
+
+    @classmethod
+    def from_config_value(
+        cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]
+    ) -> WarmRunLauncher:
+        return cls(preload=list(config_value.get("preload", DEFAULT_PRELOAD)), inst_data=inst_data)
+
+    def _host_for(self, executable: str, instance_ref: str) -> RunHost:
+        host = self._host
+        if host is not None and (not host.alive() or host.executable != executable or host.stale()):
+            host.stop()
+            self._host = host = None
+        if host is None:
+            self._host = host = RunHost(executable, self._preload, instance_ref)
+        return host
+
+    def launch_run(self, context: LaunchRunContext) -> None:
+        run = context.dagster_run
+        origin = run.job_code_origin
+        executable = (origin.executable_path if origin is not None else None) or sys.executable
+        ref = serialize_value(self._instance.get_ref())
+        with self._lock:
+            try:
+                pid = self._host_for(executable, ref).start(run.run_id, ref)
+            except (RunHostFailed, OSError, ValueError):
+                # One retry on a fresh host (it may have died between runs); a second failure is the
+                # run's launch failure, which Dagster records on the run.
+                if self._host is not None:
+                    self._host.stop()
+                self._host = None
+                pid = self._host_for(executable, ref).start(run.run_id, ref)
+        self._instance.add_run_tags(run.run_id, {PID_TAG: str(pid)})
+
+    @property
+    def supports_check_run_worker_health(self) -> bool:
+        return True
+
+    def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
+        pid = run.tags.get(PID_TAG)
+        if pid is None:
+            return CheckRunHealthResult(WorkerStatus.NOT_FOUND, "the run has no run worker pid tag")
+        if pid_alive(int(pid)):
+            return CheckRunHealthResult(WorkerStatus.RUNNING)
+        return CheckRunHealthResult(
+            WorkerStatus.FAILED, f"run worker process {pid} is gone (killed, out of memory, or crashed)"
+        )
+
+    def terminate(self, run_id: str) -> bool:
+        run = self._instance.get_run_by_id(run_id)
+        if run is None or run.is_finished:
+            return False
+        pid = run.tags.get(PID_TAG)
+        self._instance.report_run_canceling(run)
+        if pid is not None and pid_alive(int(pid)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGTERM)
+        self._instance.report_run_canceled(run, message=f"Run worker process {pid} terminated.")
+        return True
+
+    def dispose(self) -> None:
+        if self._host is not None:
+            self._host.stop()
+            self._host = None

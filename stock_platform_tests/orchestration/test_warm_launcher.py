@@ -1,0 +1,169 @@
+"""WarmRunLauncher against a real instance: runs forked from one warm host, in their own processes.
+
+The host is a real `python -m stock_platform.orchestration.run_host` process; runs are real Dagster runs
+of the jobs in warm_jobs.py, whose events land in the instance as a run worker's would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster._core.code_pointer import ModuleCodePointer
+from dagster._core.launcher.base import LaunchRunContext, WorkerStatus
+from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
+
+from stock_platform.orchestration.warm_launcher import PID_TAG, WarmRunLauncher, pid_alive
+from stock_platform_tests.orchestration import warm_jobs
+
+pytestmark = pytest.mark.slow  # each test starts a run host (~10 s of imports)
+
+PRELOAD = "stock_platform_tests.orchestration.warm_jobs"
+
+
+@pytest.fixture
+def instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dg.DagsterInstance]:
+    imports = tmp_path / "imports.txt"
+    monkeypatch.setenv("WARM_JOBS_IMPORTS", str(imports))
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(
+        "run_launcher:\n"
+        "  module: stock_platform.orchestration.warm_launcher\n"
+        "  class: WarmRunLauncher\n"
+        f"  config:\n    preload: [{PRELOAD}]\n"
+    )
+    with dg.DagsterInstance.from_config(str(home)) as inst:
+        yield inst
+        inst.run_launcher.dispose()
+
+
+def launch(instance: dg.DagsterInstance, job: dg.JobDefinition) -> dg.DagsterRun:
+    """Create a run of ``job`` whose origin is the module, as a workspace's python_module names it."""
+    pointer = ModuleCodePointer(PRELOAD, "defs", working_directory=os.getcwd())
+    origin = JobPythonOrigin(job.name, RepositoryPythonOrigin(sys.executable, pointer))
+    run = instance.create_run_for_job(job_def=job, job_code_origin=origin)
+    instance.run_launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
+    return run
+
+
+def finished(instance: dg.DagsterInstance, run_id: str, timeout_s: float = 120) -> dg.DagsterRun:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        run = instance.get_run_by_id(run_id)
+        assert run is not None
+        if run.is_finished:
+            return run
+        time.sleep(0.1)
+    raise AssertionError(f"run {run_id} did not finish within {timeout_s} s")
+
+
+def worker_pid(instance: dg.DagsterInstance, run_id: str) -> int:
+    messages = [e.user_message for e in instance.all_logs(run_id)]
+    return int(next(m for m in messages if m.startswith("worker pid")).split()[-1])
+
+
+def host_pid(instance: dg.DagsterInstance) -> int:
+    launcher = instance.run_launcher
+    assert isinstance(launcher, WarmRunLauncher) and launcher._host is not None
+    return launcher._host.process.pid
+
+
+def test_runs_execute_in_their_own_children_of_one_warm_host(instance, tmp_path):
+    first = launch(instance, warm_jobs.pid_job)
+    host = host_pid(instance)
+    second = launch(instance, warm_jobs.pid_job)
+    assert host_pid(instance) == host, "the second run reuses the warm host"
+
+    for run in (first, second):
+        assert finished(instance, run.run_id).status == dg.DagsterRunStatus.SUCCESS
+    pids = {worker_pid(instance, run.run_id) for run in (first, second)}
+    tagged = {int(instance.get_run_by_id(run.run_id).tags[PID_TAG]) for run in (first, second)}
+    assert pids == tagged and len(pids) == 2, "each run has its own process, named by the pid tag"
+    assert host not in pids and os.getpid() not in pids
+    # The code was imported by the host (and by this test process), never by a run's child.
+    importers = {int(line) for line in (tmp_path / "imports.txt").read_text().split()}
+    assert importers == {host}
+
+
+def test_a_failing_run_is_recorded_as_failed_and_the_host_carries_on(instance):
+    failed = finished(instance, launch(instance, warm_jobs.failing_job).run_id)
+    assert failed.status == dg.DagsterRunStatus.FAILURE
+    failures = [
+        e.dagster_event.step_failure_data.error.to_string()
+        for e in instance.all_logs(failed.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+    ]
+    assert len(failures) == 1 and "this op fails on purpose" in failures[0]
+    assert (
+        finished(instance, launch(instance, warm_jobs.pid_job).run_id).status == dg.DagsterRunStatus.SUCCESS
+    )
+
+
+def test_terminate_stops_the_worker_and_cancels_the_run(instance):
+    run = launch(instance, warm_jobs.sleeping_job)
+    deadline = time.monotonic() + 60
+    while instance.get_run_by_id(run.run_id).status != dg.DagsterRunStatus.STARTED:
+        assert time.monotonic() < deadline, "the run never started"
+        time.sleep(0.1)
+    pid = int(instance.get_run_by_id(run.run_id).tags[PID_TAG])
+    assert instance.run_launcher.terminate(run.run_id) is True
+    assert finished(instance, run.run_id, 30).status == dg.DagsterRunStatus.CANCELED
+    deadline = time.monotonic() + 10
+    while pid_alive(pid):
+        assert time.monotonic() < deadline, f"worker {pid} still alive after termination"
+        time.sleep(0.1)
+    assert instance.run_launcher.terminate(run.run_id) is False, "a finished run is not terminated again"
+
+
+def test_health_check_reports_a_killed_worker_as_failed(instance):
+    run = launch(instance, warm_jobs.sleeping_job)
+    deadline = time.monotonic() + 60
+    while PID_TAG not in instance.get_run_by_id(run.run_id).tags:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    launcher = instance.run_launcher
+    running = instance.get_run_by_id(run.run_id)
+    assert launcher.check_run_worker_health(running).status == WorkerStatus.RUNNING
+    pid = int(running.tags[PID_TAG])
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while pid_alive(pid):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    health = launcher.check_run_worker_health(instance.get_run_by_id(run.run_id))
+    assert health.status == WorkerStatus.FAILED and str(pid) in (health.msg or "")
+
+
+def test_a_changed_source_file_replaces_the_host(instance, tmp_path):
+    assert (
+        finished(instance, launch(instance, warm_jobs.pid_job).run_id).status == dg.DagsterRunStatus.SUCCESS
+    )
+    old_host = host_pid(instance)
+    source = Path(warm_jobs.__file__)
+    stat = source.stat()
+    try:
+        os.utime(source, (stat.st_atime, stat.st_mtime + 5))
+        run = launch(instance, warm_jobs.pid_job)
+    finally:
+        os.utime(source, (stat.st_atime, stat.st_mtime))
+    assert host_pid(instance) != old_host
+    assert finished(instance, run.run_id).status == dg.DagsterRunStatus.SUCCESS
+    assert not pid_alive(old_host), "the stale host left when its stdin closed"
+
+
+def test_a_dead_host_is_replaced_at_the_next_launch(instance):
+    assert (
+        finished(instance, launch(instance, warm_jobs.pid_job).run_id).status == dg.DagsterRunStatus.SUCCESS
+    )
+    old_host = host_pid(instance)
+    os.kill(old_host, signal.SIGKILL)
+    instance.run_launcher._host.process.wait(10)
+    run = launch(instance, warm_jobs.pid_job)
+    assert host_pid(instance) != old_host
+    assert finished(instance, run.run_id).status == dg.DagsterRunStatus.SUCCESS
