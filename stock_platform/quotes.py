@@ -10,9 +10,12 @@ other accepts too.
 from __future__ import annotations
 
 import json
+import operator
 import re
 from collections.abc import Mapping
 from typing import Any
+
+import orjson
 
 SCHEMA_VERSION = 1
 
@@ -88,6 +91,33 @@ def validate_finnhub_quote(quote: Mapping[str, Any]) -> None:
     Finnhub answers an unknown symbol with every field zero (and d, dp null) rather than an error, so
     that is rejected with its own reason. Written for speed: ingestion runs it on every record.
     """
+    # The common case first: every value an int or a float (exact types, so not bool) within its bounds.
+    # That is all _number asks too (a float between finite bounds is finite, an int between them fits 64
+    # bits), so this returns exactly for the quotes the detailed checks below would pass; they only run
+    # to name what is wrong.
+    try:
+        c, d, dp, h, l, o, pc, t = _finnhub_values(quote)  # noqa: E741
+    except KeyError:
+        pass
+    else:
+        if (
+            type(c) in _NUMBER_TYPES
+            and type(d) in _NUMBER_TYPES
+            and type(dp) in _NUMBER_TYPES
+            and type(h) in _NUMBER_TYPES
+            and type(l) in _NUMBER_TYPES
+            and type(o) in _NUMBER_TYPES
+            and type(pc) in _NUMBER_TYPES
+            and MIN_PRICE <= l <= h <= MAX_PRICE
+            and MIN_PRICE <= c <= MAX_PRICE
+            and MIN_PRICE <= o <= MAX_PRICE
+            and MIN_PRICE <= pc <= MAX_PRICE
+            and -MAX_CHANGE <= d <= MAX_CHANGE
+            and -MAX_CHANGE_PCT <= dp <= MAX_CHANGE_PCT
+            and type(t) is int
+            and MIN_EPOCH_S <= t < MAX_EPOCH_S
+        ):
+            return
     try:
         c, d, dp, h, l, o, pc, t = [_number(quote, f) for f in FINNHUB_FIELDS]  # noqa: E741
     except (KeyError, InvalidQuote) as exc:
@@ -99,17 +129,7 @@ def validate_finnhub_quote(quote: Mapping[str, Any]) -> None:
         if missing:
             raise InvalidQuote(f"missing field(s): {', '.join(missing)}") from None
         raise exc
-    if (
-        MIN_PRICE <= l <= h <= MAX_PRICE
-        and MIN_PRICE <= c <= MAX_PRICE
-        and MIN_PRICE <= o <= MAX_PRICE
-        and MIN_PRICE <= pc <= MAX_PRICE
-        and -MAX_CHANGE <= d <= MAX_CHANGE
-        and -MAX_CHANGE_PCT <= dp <= MAX_CHANGE_PCT
-        and type(t) is int
-        and MIN_EPOCH_S <= t < MAX_EPOCH_S
-    ):
-        return
+    # Every value is a finite number within 64 bits here, so a bound above failed: name it.
     if not (c or d or dp or h or l or o or pc or t):
         raise InvalidQuote("all-zero quote (Finnhub's answer for an unknown symbol)")
     for f, v in zip(PRICE_FIELDS, (c, h, l, o, pc), strict=True):
@@ -128,13 +148,17 @@ def validate_finnhub_quote(quote: Mapping[str, Any]) -> None:
     raise InvalidQuote(f"quote time 't' must be epoch seconds in [{MIN_EPOCH_S}, {MAX_EPOCH_S}), got {t!r}")
 
 
+_NUMBER_TYPES = frozenset((int, float))
+_finnhub_values = operator.itemgetter(*FINNHUB_FIELDS)
+
+
 def _is_zero_or_null(value: Any) -> bool:
     return value is None or (type(value) in (int, float) and value == 0)
 
 
 def validate_record(record: Mapping[str, Any]) -> None:
     """Raise InvalidQuote unless ``record`` is a complete, well-typed, plausible quote record."""
-    if not isinstance(record, Mapping):
+    if type(record) is not dict and not isinstance(record, Mapping):  # an ABC check costs more
         raise InvalidQuote(f"record must be a JSON object, got {type(record).__name__}")
     if record.keys() != _RECORD_FIELD_SET:
         missing = [f for f in RECORD_FIELDS if f not in record]
@@ -146,7 +170,9 @@ def validate_record(record: Mapping[str, Any]) -> None:
     if type(version) is not int or version != SCHEMA_VERSION:
         raise InvalidQuote(f"unsupported schema_version {short_repr(version)}")
     symbol = record["symbol"]
-    if type(symbol) is not str or not SYMBOL_PATTERN.match(symbol):
+    if type(symbol) is not str or (
+        symbol not in _KNOWN_SYMBOLS and not _remember_match(SYMBOL_PATTERN, symbol, _KNOWN_SYMBOLS)
+    ):
         raise InvalidQuote(
             f"symbol {short_repr(symbol)} is not a ticker (A-Z, 0-9, '.', '-', ':', at most 20, nothing else)"
         )
@@ -169,10 +195,29 @@ def validate_record(record: Mapping[str, Any]) -> None:
     if type(source) is not str or source not in _SOURCE_SET:
         raise InvalidQuote(f"field 'source' must be one of {', '.join(SOURCES)}")
     run_id = record["producer_run_id"]
-    if type(run_id) is not str or not RUN_ID_PATTERN.match(run_id):
+    if type(run_id) is not str or (
+        run_id not in _KNOWN_RUN_IDS and not _remember_match(RUN_ID_PATTERN, run_id, _KNOWN_RUN_IDS)
+    ):
         raise InvalidQuote(
             "field 'producer_run_id' must be a non-empty string of A-Z, a-z, 0-9, '.', '_', '-' (at most 64)"
         )
+
+
+# Strings a pattern accepted, remembered: a feed repeats a few thousand symbols and one run id per
+# producer run, and a set lookup costs a fraction of a regex match. Exact (the same string gets the same
+# answer); bounded, so a stream of distinct strings cannot grow it without limit.
+_KNOWN_SYMBOLS: set[str] = set()
+_KNOWN_RUN_IDS: set[str] = set()
+_KNOWN_LIMIT = 100_000
+
+
+def _remember_match(pattern: re.Pattern[str], text: str, known: set[str]) -> bool:
+    if pattern.match(text) is None:
+        return False
+    if len(known) >= _KNOWN_LIMIT:
+        known.clear()
+    known.add(text)
+    return True
 
 
 def short_repr(value: Any) -> str:
@@ -196,12 +241,42 @@ def decode_record(value: bytes | None) -> dict[str, Any]:
     Whatever the input, this returns a record or raises InvalidQuote, never anything else (fuzzed in
     stock_platform_tests/test_quotes.py): one record the decoder cannot handle must not fail a minute.
     """
+    record = _decode_fast(value)
+    if record is not None:
+        return record
     try:
         return _decode_record(value)
     except InvalidQuote:
         raise
     except Exception as exc:  # deep nesting (RecursionError), or anything a future rule overlooks
         raise InvalidQuote(f"undecodable record ({type(exc).__name__})") from None
+
+
+def _decode_fast(value: bytes | None) -> dict[str, Any] | None:
+    """The record when orjson's parse of ``value`` passes every check, else None (the json path decides).
+
+    orjson parses the records the producer writes ~3x faster than json. This path only ever accepts: a
+    record it does not accept, for whatever reason, is decoded again by the json path from scratch, so
+    every rejection and its reason come from that path alone. It is limited to ASCII text, where the two
+    parsers agree on every object whose fields pass validate_record: that record is flat, its strings are
+    confined to ASCII patterns and its numbers to bounds far inside 64 bits (orjson turns an integer
+    beyond 64 bits into a float, which then fails a type or a bound; it refuses lone surrogates and values
+    that overflow a double, which the json path then judges). Duplicate fields go to the json path too:
+    the parsers need not keep the same one. stock_platform_tests/ingestion/test_quote_fast_path.py fuzzes
+    the agreement.
+    """
+    if type(value) is not bytes or len(value) > MAX_RECORD_BYTES or not value.isascii():
+        return None
+    try:
+        record = orjson.loads(value)
+        if type(record) is not dict:
+            return None
+        validate_record(record)
+        if _has_duplicate_fields(value, record):
+            return None
+    except Exception:  # noqa: BLE001 - any doubt: the json path decides, and says why
+        return None
+    return record
 
 
 def _decode_record(value: bytes | None) -> dict[str, Any]:
@@ -221,7 +296,7 @@ def _decode_record(value: bytes | None) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise InvalidQuote(f"not JSON: {exc.msg} at char {exc.pos}") from None
     validate_record(record)
-    if _has_duplicate_fields(value, text, record):
+    if _has_duplicate_fields(value, record):
         # Python keeps a repeated field's last value and DuckDB its first (Snowflake's COPY refuses them,
         # ALLOW_DUPLICATE being false): the warehouse would not see the record that was validated.
         raise InvalidQuote("duplicate field(s)")
@@ -242,7 +317,7 @@ def decode_message(value: bytes | None, key: bytes | None) -> dict[str, Any]:
     return record
 
 
-def _has_duplicate_fields(value: bytes, text: str, record: Mapping[str, Any]) -> bool:
+def _has_duplicate_fields(value: bytes, record: Mapping[str, Any]) -> bool:
     # Every field of a validated record is present, and each occurrence of a field in the text has its
     # own colon; so a text with one colon per field holds none twice. Nor does one whose only other colons
     # are the symbol's, when no escape can hide a colon. Only other texts pay for a parse of every pair.
@@ -252,7 +327,7 @@ def _has_duplicate_fields(value: bytes, text: str, record: Mapping[str, Any]) ->
     if b"\\" not in value and colons == len(RECORD_FIELDS) + record["symbol"].count(":"):
         return False
     pairs: list[list[tuple[str, Any]]] = []
-    json.JSONDecoder(object_pairs_hook=pairs.append, parse_constant=_reject_constant).decode(text)
+    json.JSONDecoder(object_pairs_hook=pairs.append, parse_constant=_reject_constant).decode(value.decode())
     top = pairs[-1]  # the outermost object closes last
     return len(top) != len({k for k, _ in top})
 
