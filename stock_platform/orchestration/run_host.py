@@ -79,9 +79,9 @@ def preload(modules: list[str], instance_ref: str | None = None) -> list[str]:
                 for job in repository.get_all_jobs():
                     job.get_job_snapshot()
     try:
-        from stock_platform.transform.dbt_runner import parsed_project
+        from stock_platform.transform.dbt_runner import warm
 
-        parsed_project()
+        warm()
     except Exception as exc:
         problems.append(f"dbt parse: {exc}")
     return problems
