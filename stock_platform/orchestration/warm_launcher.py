@@ -36,6 +36,7 @@ from dagster._core.storage.dagster_run import DagsterRun
 from dagster._serdes import ConfigurableClass, ConfigurableClassData, serialize_value
 
 PID_TAG = "stock_platform/run_worker_pid"
+START_TAG = "stock_platform/run_worker_started"
 HOST_MODULE = "stock_platform.orchestration.run_host"
 DEFAULT_PRELOAD = ["stock_platform.definitions"]
 # A host loads the code location and parses dbt before its first answer (~10 s here, more when busy).
@@ -108,13 +109,36 @@ class RunHost:
             self.process.kill()
 
 
-def pid_alive(pid: int) -> bool:
-    """True while the process exists and is not a zombie (a finished child not yet reaped)."""
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (field 3 on), or None when there is no
+    such process."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+            return stat.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
+        return None
+
+
+def process_start(pid: int) -> str | None:
+    """When the process started (clock ticks since boot, /proc's field 22): with the pid it names one
+    process, whereas a pid alone may be reused by an unrelated process after the worker ended."""
+    fields = _stat(pid)
+    return fields[19] if fields is not None and len(fields) > 19 else None
+
+
+def pid_alive(pid: int, started: str | None = None) -> bool:
+    """True while the process exists, is not a zombie (a finished child not yet reaped) and, when
+    ``started`` is given, is the one that started then."""
+    fields = _stat(pid)
+    if fields is None or fields[0] == "Z":
         return False
+    return started is None or (len(fields) > 19 and fields[19] == started)
+
+
+def worker_of(run: DagsterRun) -> tuple[int, str | None] | None:
+    """The run worker's pid and start time from the run's tags; None when it has none."""
+    pid = run.tags.get(PID_TAG)
+    return None if pid is None else (int(pid), run.tags.get(START_TAG))
 
 
 class WarmRunLauncher(RunLauncher, ConfigurableClass):
@@ -172,17 +196,22 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
                     self._host.stop()
                 self._host = None
                 pid = self._host_for(executable, ref).start(run.run_id, ref)
-        self._instance.add_run_tags(run.run_id, {PID_TAG: str(pid)})
+        started = process_start(pid)  # None when the run already ended: health then says it is gone
+        self._instance.add_run_tags(
+            run.run_id, {PID_TAG: str(pid), **({START_TAG: started} if started is not None else {})}
+        )
 
     @property
     def supports_check_run_worker_health(self) -> bool:
         return True
 
     def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
-        pid = run.tags.get(PID_TAG)
-        if pid is None:
+        worker = worker_of(run)
+        if worker is None:
             return CheckRunHealthResult(WorkerStatus.NOT_FOUND, "the run has no run worker pid tag")
-        if pid_alive(int(pid)):
+        pid, started = worker
+        # Without its start time (a run that ended before it was read) the worker counts as gone.
+        if started is not None and pid_alive(pid, started):
             return CheckRunHealthResult(WorkerStatus.RUNNING)
         return CheckRunHealthResult(
             WorkerStatus.FAILED, f"run worker process {pid} is gone (killed, out of memory, or crashed)"
@@ -192,11 +221,13 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
         run = self._instance.get_run_by_id(run_id)
         if run is None or run.is_finished:
             return False
-        pid = run.tags.get(PID_TAG)
+        worker = worker_of(run)
         self._instance.report_run_canceling(run)
-        if pid is not None and pid_alive(int(pid)):
+        # Only the process that started as the worker: never one that reused its pid.
+        if worker is not None and worker[1] is not None and pid_alive(*worker):
             with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), signal.SIGTERM)
+                os.kill(worker[0], signal.SIGTERM)
+        pid = None if worker is None else worker[0]
         self._instance.report_run_canceled(run, message=f"Run worker process {pid} terminated.")
         return True
 

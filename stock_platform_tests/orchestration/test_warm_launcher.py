@@ -19,7 +19,13 @@ from dagster._core.code_pointer import ModuleCodePointer
 from dagster._core.launcher.base import LaunchRunContext, WorkerStatus
 from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
 
-from stock_platform.orchestration.warm_launcher import PID_TAG, WarmRunLauncher, pid_alive
+from stock_platform.orchestration.warm_launcher import (
+    PID_TAG,
+    START_TAG,
+    WarmRunLauncher,
+    pid_alive,
+    process_start,
+)
 from stock_platform_tests.orchestration import warm_jobs
 
 pytestmark = pytest.mark.slow  # each test starts a run host (~10 s of imports)
@@ -167,3 +173,31 @@ def test_a_dead_host_is_replaced_at_the_next_launch(instance):
     run = launch(instance, warm_jobs.pid_job)
     assert host_pid(instance) != old_host
     assert finished(instance, run.run_id).status == dg.DagsterRunStatus.SUCCESS
+
+
+def test_a_reused_pid_is_not_taken_for_the_worker(instance):
+    """A worker's pid may be given to an unrelated process after the run ended: health says the worker
+    is gone, and terminate does not signal that process (here: this test's own process)."""
+    ended = finished(instance, launch(instance, warm_jobs.pid_job).run_id)
+    worker_started = ended.tags[START_TAG]
+    me = os.getpid()
+    assert pid_alive(me) and not pid_alive(me, worker_started)
+
+    impostor = instance.create_run_for_job(
+        job_def=warm_jobs.pid_job,
+        status=dg.DagsterRunStatus.STARTED,
+        tags={PID_TAG: str(me), START_TAG: worker_started},
+    )
+    launcher = instance.run_launcher
+    assert launcher.check_run_worker_health(impostor).status == WorkerStatus.FAILED
+    # SIGTERM to this process would end the test run here.
+    assert launcher.terminate(impostor.run_id) is True
+    assert instance.get_run_by_id(impostor.run_id).status == dg.DagsterRunStatus.CANCELED
+
+    # With this process's real start time, the same pid is a live worker.
+    alive = instance.create_run_for_job(
+        job_def=warm_jobs.pid_job,
+        status=dg.DagsterRunStatus.STARTED,
+        tags={PID_TAG: str(me), START_TAG: process_start(me)},
+    )
+    assert launcher.check_run_worker_health(alive).status == WorkerStatus.RUNNING
