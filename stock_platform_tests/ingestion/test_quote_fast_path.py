@@ -18,23 +18,10 @@ from hypothesis import strategies as st
 
 from stock_platform import quotes
 from stock_platform.quotes import InvalidQuote, decode_message, decode_record, encode_record
+from stock_platform_tests import test_quotes
 
-GOOD: dict[str, Any] = {
-    "schema_version": 1,
-    "symbol": "BRK.B",
-    "c": 189.5,
-    "d": -1.5,
-    "dp": 0.7979,
-    "h": 190.0,
-    "l": 187.25,
-    "o": 188.0,
-    "pc": 188.0,
-    "t": 1_764_316_800,
-    "fetched_at": 1_764_316_800_123,
-    "source": "simulated",
-    "producer_run_id": "run-1",
-    "seq": 7,
-}
+# The contract tests' record, with a ticker that has a '.' and a negative change.
+GOOD: dict[str, Any] = {**test_quotes.GOOD, "symbol": "BRK.B", "d": -1.5}
 NUMBER_FIELDS = ("schema_version", "c", "d", "dp", "h", "l", "o", "pc", "t", "fetched_at", "seq")
 STRING_FIELDS = ("symbol", "source", "producer_run_id")
 
