@@ -67,7 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--symbol-count",
         type=int,
         default=None,
-        help="simulated: generate this many ticker-like symbols (up to 10,000) instead of --symbols",
+        help="simulated: this many symbols (up to 10,000) instead of --symbols: ~100 well-known tickers "
+        "starting near their usual prices, then made-up ticker-like names",
     )
     src.add_argument("--seed", type=int, default=0, help="simulated: seed of the price walk (default 0)")
     src.add_argument(

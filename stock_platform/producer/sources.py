@@ -24,6 +24,7 @@ from typing import Any, BinaryIO, Protocol
 from stock_platform.masking import Masker
 from stock_platform.producer.limiter import TokenBucket
 from stock_platform.producer.market_hours import seconds_until_session
+from stock_platform.producer.reference_prices import REFERENCE_PRICES
 from stock_platform.quotes import (
     FINNHUB_FIELDS,
     MAX_EPOCH_S,
@@ -41,6 +42,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SYMBOLS = ("AAPL", "AMZN", "GOOGL", "MSFT", "TSLA")
 MAX_SIMULATED_SYMBOLS = 10_000
+# A well-known ticker's simulated previous close is its reference price within this many basis points.
+REFERENCE_JITTER_BP = 300
+# Any other simulated symbol's previous close is log-uniform in this range of dollars.
+UNKNOWN_PRICE_RANGE = (5, 900)
 # A DLQ message carries the offending payload for diagnosis, not an unbounded copy of it.
 MAX_PAYLOAD_CHARS = 2000
 # A reason is one short line (a log line and a DLQ field), and a rejected symbol a short Kafka key,
@@ -161,11 +166,14 @@ def _failure(exc: BaseException) -> str:
 
 
 def simulated_symbols(count: int, seed: int = 0) -> list[str]:
-    """``count`` distinct ticker-like names: the default five first, then seeded 2-4 letter tickers."""
+    """``count`` distinct ticker-like names: the default five first, then the other well-known tickers of
+    REFERENCE_PRICES in table order, then (only beyond the table) seeded 2-4 letter names that are not
+    well-known tickers."""
     if not 1 <= count <= MAX_SIMULATED_SYMBOLS:
         raise ValueError(f"symbol count must be between 1 and {MAX_SIMULATED_SYMBOLS}, got {count}")
-    symbols = list(DEFAULT_SYMBOLS[:count])
-    seen = set(symbols)
+    known = [*DEFAULT_SYMBOLS, *(s for s in REFERENCE_PRICES if s not in DEFAULT_SYMBOLS)]
+    symbols = known[:count]
+    seen = {*known, *REFERENCE_PRICES}
     rng = random.Random(f"symbols:{seed}")
     letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
     while len(symbols) < count:
@@ -174,6 +182,22 @@ def simulated_symbols(count: int, seed: int = 0) -> list[str]:
             seen.add(name)
             symbols.append(name)
     return symbols
+
+
+def _previous_close_cents(symbol: str, u: float) -> int:
+    """The simulated previous close of ``symbol`` in cents, from one uniform draw ``u`` in [0, 1).
+
+    A well-known ticker starts at its reference price within +-REFERENCE_JITTER_BP (the change is cut
+    toward the reference, so never outside the band); any other symbol log-uniform in UNKNOWN_PRICE_RANGE.
+    """
+    reference = REFERENCE_PRICES.get(symbol)
+    if reference is None:
+        low, high = math.log(UNKNOWN_PRICE_RANGE[0]), math.log(UNKNOWN_PRICE_RANGE[1])
+        return round(math.exp(low + (high - low) * u) * 100)
+    cents = reference * 100
+    jitter_bp = int(u * (2 * REFERENCE_JITTER_BP + 1)) - REFERENCE_JITTER_BP
+    change = cents * abs(jitter_bp) // 10_000
+    return max(1, cents + change if jitter_bp >= 0 else cents - change)
 
 
 # 4096 multiplicative steps in basis points, roughly normal with a 0.05% standard deviation per tick;
@@ -218,8 +242,8 @@ class SimulatedSource:
         rng = random.Random(f"prices:{seed}")
         self._rng = rng
         self._steps = _step_table(rng)
-        n = len(self.symbols)
-        self._pc = [round(math.exp(rng.uniform(math.log(5), math.log(900))) * 100) for _ in range(n)]
+        # One draw per symbol, well-known or not, so the draws that follow never depend on the table.
+        self._pc = [_previous_close_cents(symbol, rng.random()) for symbol in self.symbols]
         self._o = [max(1, pc + pc * round(rng.gauss(0.0, 80.0)) // 10_000) for pc in self._pc]
         self._c = list(self._o)
         self._h = list(self._o)

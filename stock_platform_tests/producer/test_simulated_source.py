@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stock_platform.producer.publisher import build_record
+from stock_platform.producer.reference_prices import REFERENCE_PRICES
 from stock_platform.producer.sources import (
     DEFAULT_SYMBOLS,
     MAX_SIMULATED_SYMBOLS,
@@ -25,13 +26,79 @@ def test_ten_thousand_distinct_ticker_like_symbols_led_by_the_defaults():
     assert tuple(symbols[:5]) == DEFAULT_SYMBOLS
     assert all(SYMBOL_PATTERN.match(s) and 2 <= len(s) <= 5 for s in symbols)
     assert simulated_symbols(50, seed=3) == simulated_symbols(50, seed=3)
-    assert simulated_symbols(50, seed=3) != simulated_symbols(50, seed=4)
+    # The seed picks the made-up names, which come after the well-known tickers.
+    beyond_the_table = len(REFERENCE_PRICES) + 50
+    assert simulated_symbols(beyond_the_table, seed=3) != simulated_symbols(beyond_the_table, seed=4)
 
 
 @pytest.mark.parametrize("count", [0, MAX_SIMULATED_SYMBOLS + 1])
 def test_symbol_count_out_of_range_is_refused(count):
     with pytest.raises(ValueError, match="between 1 and 10000"):
         simulated_symbols(count)
+
+
+# The order simulated_symbols promises, written out from the table: the defaults, then the table's order.
+KNOWN_ORDER = [*DEFAULT_SYMBOLS, *(s for s in REFERENCE_PRICES if s not in DEFAULT_SYMBOLS)]
+# Counts around the end of the table are where the well-known tickers give way to made-up names.
+COUNTS = st.one_of(st.integers(1, 2 * len(REFERENCE_PRICES)), st.integers(1, MAX_SIMULATED_SYMBOLS))
+
+
+def test_the_reference_table_holds_the_defaults_and_ticker_like_names():
+    assert set(DEFAULT_SYMBOLS) <= REFERENCE_PRICES.keys()
+    assert 90 <= len(REFERENCE_PRICES) <= 110
+    assert all(s.isascii() and s.isalpha() and s.isupper() and 2 <= len(s) <= 5 for s in REFERENCE_PRICES)
+    assert all(type(p) is int and 1 <= p <= 10_000 for p in REFERENCE_PRICES.values())
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32), count=COUNTS)
+def test_well_known_tickers_come_first_in_table_order_then_other_names(seed, count):
+    symbols = simulated_symbols(count, seed)
+    assert len(symbols) == len(set(symbols)) == count
+    known = min(count, len(REFERENCE_PRICES))
+    assert symbols[:known] == KNOWN_ORDER[:known]
+    made_up = symbols[known:]
+    assert not set(made_up) & REFERENCE_PRICES.keys()
+    assert all(s.isascii() and s.isalpha() and s.isupper() and 2 <= len(s) <= 4 for s in made_up)
+
+
+# The open is pc moved by a N(0, 80 bp) draw and the first tick moves it by a step of the N(0, 5 bp) table,
+# so 6% (over 7 standard deviations of the open) holds for any seed one will ever meet.
+FIRST_PRICE_BAND = 0.06
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32),
+    symbols=st.one_of(
+        st.builds(simulated_symbols, COUNTS, st.integers(0, 2**32)),
+        st.lists(
+            st.one_of(st.sampled_from(list(REFERENCE_PRICES)), st.from_regex(r"[A-Z]{2,4}", fullmatch=True)),
+            min_size=1,
+            max_size=200,
+            unique=True,
+        ),
+    ),
+)
+def test_well_known_tickers_start_near_their_reference_price(seed, symbols):
+    quotes = SimulatedSource(symbols, seed=seed).take(len(symbols), FETCHED_AT)
+    assert [q[0] for q in quotes] == symbols
+    for symbol, c, _d, _dp, _h, _l, o, pc, _t, _fetched_at in quotes:
+        pc_cents = round(pc * 100)
+        assert pc_cents / 100 == pc  # whole cents
+        if symbol in REFERENCE_PRICES:
+            reference_cents = REFERENCE_PRICES[symbol] * 100
+            assert abs(pc_cents - reference_cents) * 100 <= 3 * reference_cents, (symbol, pc)
+        else:
+            assert 500 <= pc_cents <= 90_000, (symbol, pc)  # log-uniform in [5, 900] dollars, as before
+        assert abs(o - pc) <= FIRST_PRICE_BAND * pc, (symbol, o, pc)
+        assert abs(c - pc) <= FIRST_PRICE_BAND * pc, (symbol, c, pc)
+
+
+def test_the_seed_jitters_a_well_known_start_on_both_sides_of_the_reference():
+    starts = [SimulatedSource(["AAPL"], seed=seed).take(1, FETCHED_AT)[0][7] for seed in range(40)]
+    assert len(set(starts)) > 20
+    assert min(starts) < REFERENCE_PRICES["AAPL"] < max(starts)
 
 
 @settings(max_examples=40, deadline=None)
