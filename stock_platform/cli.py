@@ -17,6 +17,7 @@ SUBCOMMANDS = {
     "services": ("stock_platform.services.manage", "start, stop or show the local Kafka and S3 servers"),
     "topic": ("stock_platform.producer.topic_cli", "create the quote and DLQ topics, or fix the quote topic"),
     "rebuild": ("stock_platform.ingestion.rebuild", "rebuild the raw table, silver and gold from the lake"),
+    "dashboard": ("stock_platform.dashboard.cli", "serve the live dashboard of the gold tables (Streamlit)"),
 }
 # Dev and test tooling, left out of the production image (docker/Dockerfile.dockerignore).
 LOCAL_ONLY = ("stock_platform.runner", "stock_platform.services")

@@ -1,7 +1,7 @@
 """`stock-platform run`: the whole platform on its embedded defaults, one command, no Docker.
 
-Starts (or reuses) the local Kafka broker, the quote producer (simulated unless FINNHUB_API_KEY is set)
-and Dagster's webserver + daemon on a SQLite instance under ``<STOCK_PLATFORM_HOME>/dagster_home``, where
+Starts (or reuses) the local Kafka broker, the quote producer (simulated unless FINNHUB_API_KEY is set),
+the live dashboard of the gold tables, and Dagster's webserver + daemon on a SQLite instance under ``<STOCK_PLATFORM_HOME>/dagster_home``, where
 the lag sensor turns each closed minute into a run. Ctrl-C stops what it started.
 """
 
@@ -121,6 +121,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="stop once this many closed minutes have reached gold, and print gold_kpi (default: run until Ctrl-C)",
     )
     parser.add_argument("--no-producer", action="store_true", help="do not start the quote producer")
+    parser.add_argument("--no-dashboard", action="store_true", help="do not start the live dashboard")
+    parser.add_argument(
+        "--dashboard-port",
+        type=int,
+        default=None,
+        help="live dashboard port on 127.0.0.1 (default DASHBOARD_PORT, 8501)",
+    )
     parser.add_argument("--symbols", type=int, default=20, help="simulated feed: number of symbols")
     parser.add_argument("--rate", type=float, default=20.0, help="simulated feed: quotes per second in all")
 
@@ -218,12 +225,20 @@ def run(args: argparse.Namespace) -> int:
     if port_open("127.0.0.1", args.port):
         print(f"error: port {args.port} on 127.0.0.1 is in use; pass --port", file=sys.stderr)
         return 1
+    dashboard_port = args.dashboard_port or load_settings().dashboard_port
+    if not args.no_dashboard and port_open("127.0.0.1", dashboard_port):
+        print(
+            f"error: port {dashboard_port} on 127.0.0.1 is in use; pass --dashboard-port or --no-dashboard",
+            file=sys.stderr,
+        )
+        return 1
     try:
         kafka_settings = manage.up(["kafka"], services_args, home)["kafka"]
     except (MissingPrerequisite, ServiceFailed) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    env = platform_env(home, kafka_settings)
+    # The dashboard's health strip links to this run's Dagster UI.
+    env = platform_env(home, {**kafka_settings, "DAGSTER_UI_URL": f"http://127.0.0.1:{args.port}"})
     settings = load_settings(env)  # valid: os.environ was read above, and the additions are paths
     if not ensure_quote_topics(env):
         if not kafka_was_running:
@@ -237,8 +252,13 @@ def run(args: argparse.Namespace) -> int:
         platform.start("producer", producer_command(settings, args))
     platform.start("dagster", [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
                                "-h", "127.0.0.1", "-p", str(args.port)])  # fmt: skip
+    if not args.no_dashboard:
+        platform.start("dashboard", [sys.executable, "-m", "stock_platform.cli", "dashboard",
+                                     "--port", str(dashboard_port)])  # fmt: skip
     started = time.time()
     print(f"Dagster UI:      http://127.0.0.1:{args.port}  (log: {home / 'logs' / 'dagster.log'})")
+    if not args.no_dashboard:
+        print(f"Dashboard:       http://127.0.0.1:{dashboard_port}  (log: {home / 'logs' / 'dashboard.log'})")
     print(f"Kafka:           {kafka_settings['KAFKA_BOOTSTRAP_SERVERS']}")
     print(f"Warehouse file:  {settings.duckdb_file}")
     print(f"Raw objects:     {settings.lake_root}")

@@ -17,7 +17,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt, SecretStr, ValidationError
+from pydantic import (
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+    ValidationError,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -106,6 +114,17 @@ class Settings(_Variables):
     gold_fresh_within_seconds: PositiveInt = 180
     catch_up_batch_minutes: PositiveInt = 60
 
+    # Live dashboard (stock_platform/dashboard): it reads gold as the read-only BI role on Snowflake
+    # (sql/snowflake/bi_reader.sql), and a snapshot file of gold on DuckDB
+    dashboard_port: PositiveInt = 8501
+    dashboard_refresh_seconds: PositiveFloat = 3.0
+    dagster_ui_url: str = "http://127.0.0.1:3000"
+    dashboard_snowflake_user: str = ""
+    dashboard_snowflake_private_key_path: str = ""
+    dashboard_snowflake_private_key_passphrase: SecretStr | None = None
+    dashboard_snowflake_role: str = "STOCK_PLATFORM_BI_READER"
+    dashboard_snowflake_warehouse: str = "STOCK_PLATFORM_BI_WH"
+
     # Local state
     stock_platform_home: Path = Path(".stock_platform")
     stock_platform_cache: Path | None = _derived(".cache")
@@ -125,6 +144,11 @@ class Settings(_Variables):
         return self.duckdb_path or self.home / "warehouse.duckdb"
 
     @property
+    def gold_snapshot_file(self) -> Path:
+        """The dashboard's read-only copy of gold, beside the warehouse file (dashboard/snapshot.py)."""
+        return gold_snapshot_path(self.duckdb_file)
+
+    @property
     def dagster_home_dir(self) -> Path:
         return self.dagster_home or self.home / "dagster_home"
 
@@ -138,6 +162,11 @@ class Settings(_Variables):
         missing = [name.upper() for name in names if not getattr(self, name)]
         if missing:
             raise SettingsError(f"{' and '.join(missing)} must be set {because}")
+
+
+def gold_snapshot_path(duckdb_file: Path) -> Path:
+    """Where the dashboard's copy of the gold tables in ``duckdb_file`` is published."""
+    return duckdb_file.with_name(duckdb_file.stem + ".gold-snapshot.duckdb")
 
 
 class ComposeSettings(_Variables):

@@ -24,6 +24,7 @@ README = ROOT / "README.md"
 DOCKER_DIR = ROOT / "docker"
 
 EXPECTED_SERVICES = {
+    "dashboard",
     "kafka",
     "kafka-init",
     "minio",
@@ -182,7 +183,7 @@ def test_every_service_has_an_image_or_build_and_a_healthcheck(services: dict[st
 
 def test_builds_use_the_project_dockerfile(services: dict[str, dict[str, Any]]) -> None:
     built = {name for name, service in services.items() if "build" in service}
-    assert built == {"code-location", "dagster-webserver", "dagster-daemon", "producer"}
+    assert built == {"code-location", "dagster-webserver", "dagster-daemon", "producer", "dashboard"}
     for name in built:
         build = services[name]["build"]
         assert (ROOT / build["context"] / build["dockerfile"]).resolve() == DOCKER_DIR / "Dockerfile", name
@@ -308,7 +309,7 @@ def test_published_ports_are_bound_to_loopback(services: dict[str, dict[str, Any
                 host_ip = parts[0] if len(parts) == 3 else None
             assert host_ip == "127.0.0.1", f"{name} publishes {port!r} beyond 127.0.0.1"
             published.append(name)
-    assert sorted(published) == ["dagster-webserver", "kafka", "minio", "minio"]
+    assert sorted(published) == ["dagster-webserver", "dashboard", "kafka", "minio", "minio"]
 
 
 def test_images_are_pinned(services: dict[str, dict[str, Any]]) -> None:
@@ -502,3 +503,25 @@ def test_minio_init_gives_the_dagster_user_only_the_compute_log_prefix(
     assert (
         'mc admin policy attach root stock-platform-dagster-logs --user "$$DAGSTER_S3_ACCESS_KEY"' in script
     )
+
+
+def test_the_dashboard_reads_gold_only(services: dict[str, dict[str, Any]]) -> None:
+    """Least privilege: the dashboard mounts the data volume read-only and gets no credential that writes
+    (object store, loader, dbt) nor the pipeline's Snowflake user."""
+    dashboard = services["dashboard"]
+    assert dashboard["command"][:2] == ["stock-platform", "dashboard"]
+    assert dashboard["volumes"] == ["stock-platform-data:/var/lib/stock_platform:ro"]
+    environment = set(dashboard["environment"])
+    forbidden = {
+        name
+        for name in environment
+        if name.startswith(("S3_", "AWS_", "DBT_", "FINNHUB_", "DAGSTER_POSTGRES"))
+    }
+    forbidden |= environment & {
+        "SNOWFLAKE_USER",
+        "SNOWFLAKE_PASSWORD",
+        "SNOWFLAKE_PRIVATE_KEY_PATH",
+        "SNOWFLAKE_ROLE",
+    }
+    assert not forbidden, f"the dashboard must not get {sorted(forbidden)}"
+    assert {"DASHBOARD_SNOWFLAKE_USER", "DASHBOARD_SNOWFLAKE_PRIVATE_KEY_PATH"} <= environment

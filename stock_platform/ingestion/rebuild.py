@@ -25,6 +25,7 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from stock_platform.ingestion import lake
 from stock_platform.partitions import minute_window
@@ -174,6 +175,12 @@ def rebuild(
     log(f"dbt: {report.dbt}")
     report.dbt_exit_code = run_dbt(warehouse, window, base_env)
     log(f"dbt: {'done' if report.dbt_exit_code == 0 else f'failed (exit {report.dbt_exit_code})'}")
+    if report.dbt_exit_code == 0 and isinstance(warehouse, DuckDBWarehouse):
+        from stock_platform.dashboard.snapshot import try_publish
+        from stock_platform.settings import gold_snapshot_path
+
+        path = Path(warehouse.path).resolve()
+        try_publish(path, gold_snapshot_path(path), log, lambda message: log(f"warning: {message}"))
     return report
 
 

@@ -488,6 +488,16 @@ class KafkaResource(dg.ConfigurableResource):
             records_recently=any(o >= 0 for o in recent.values()),
         )
 
+    def records_since(self, since_ms: int) -> int:
+        """Records on the topic with a Kafka timestamp at or after ``since_ms`` (for a topic whose offsets
+        follow its timestamps, as append time guarantees): per partition, high watermark minus the offset
+        of the first such record."""
+        with self.consumer() as consumer:
+            partitions = self.partitions(consumer)
+            firsts = self._offsets_at(consumer, partitions, since_ms)
+            watermarks = self._watermarks(consumer, partitions)
+        return sum(max(watermarks[p][1] - first, 0) for p, first in firsts.items() if first >= 0)
+
     def next_record_ms(self, at_or_after_ms: int) -> int | None:
         """Kafka timestamp of the earliest record at or after ``at_or_after_ms`` on any partition."""
         with self.consumer() as consumer:

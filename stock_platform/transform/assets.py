@@ -14,6 +14,7 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtProject, dbt_assets
 
+from stock_platform.dashboard.snapshot import publish_after_build
 from stock_platform.partitions import CATCH_UP_POLICY, minute_partitions
 from stock_platform.transform.dbt_runner import build_events
 from stock_platform.transform.window import DBT_BUILD_ARGS, dbt_window_env
@@ -103,6 +104,7 @@ def build_incremental_assets(project: DbtProject) -> dg.AssetsDefinition:
             env=dbt_window_env(window.start, window.end),
             project_dir=Path(project.project_dir),
         )
+        publish_after_build(context.log)
 
     return stock_dbt_models
 
@@ -116,5 +118,6 @@ def build_view_assets(project: DbtProject) -> dg.AssetsDefinition:
         data tests as asset checks; they take no window.
         """
         yield from build_events(context, DBT_BUILD_ARGS, translator, project_dir=Path(project.project_dir))
+        publish_after_build(context.log)
 
     return stock_dbt_views
