@@ -62,20 +62,6 @@ def kafka_watcher(_settings: Settings) -> KafkaWatcher:
     return KafkaWatcher(_settings, _settings.dashboard_refresh_seconds)
 
 
-def stale_symbols(kpis: pd.DataFrame, within_s: int) -> set[str]:
-    """Symbols whose latest quote is more than ``within_s`` older than the newest quote of any symbol."""
-    newest = kpis["as_of"].max()
-    cutoff = newest - pd.Timedelta(seconds=within_s)
-    return set(kpis.loc[kpis["as_of"] < cutoff, "symbol"])
-
-
-def card_rows(kpis: pd.DataFrame, chosen: str) -> pd.DataFrame:
-    """The chosen symbol's card first, then the biggest movers by |change %|."""
-    others = kpis[kpis["symbol"] != chosen]
-    movers = others.reindex(others["change_pct"].abs().sort_values(ascending=False).index).head(TOP_MOVERS)
-    return pd.concat([kpis[kpis["symbol"] == chosen], movers])
-
-
 def show_health(settings: Settings, reader: GoldReader, version: tuple[Any, ...] | None) -> None:
     newest_fetch = None
     if version is not None:
@@ -202,8 +188,10 @@ def gold_sections(settings: Settings, reader: GoldReader, version: tuple[Any, ..
             f"a symbol is **stale** when its last quote is over {settings.gold_fresh_within_seconds} s older "
             "than the newest"
         )
-    stale = stale_symbols(kpis, settings.gold_fresh_within_seconds)
-    st.markdown(figures.kpi_cards_html(card_rows(kpis, chosen), stale), unsafe_allow_html=True)
+    stale = figures.stale_symbols(kpis, settings.gold_fresh_within_seconds)
+    st.markdown(
+        figures.kpi_cards_html(figures.card_rows(kpis, chosen, TOP_MOVERS), stale), unsafe_allow_html=True
+    )
     with st.expander(f"All {len(symbols)} symbols (gold_kpi)"):
         table = kpis.assign(stale=kpis["symbol"].isin(stale)).drop(columns=["fetched_at"])
         st.dataframe(table, hide_index=True, width="stretch")

@@ -135,6 +135,19 @@ def treemap_legend_html(window_start: dt.datetime | None, window_end: dt.datetim
     )
 
 
+def stale_symbols(kpis: pd.DataFrame, within_s: int) -> set[str]:
+    """Symbols whose latest quote is more than ``within_s`` older than the newest quote of any symbol."""
+    cutoff = kpis["as_of"].max() - pd.Timedelta(seconds=within_s)
+    return set(kpis.loc[kpis["as_of"] < cutoff, "symbol"])
+
+
+def card_rows(kpis: pd.DataFrame, chosen: str, movers: int) -> pd.DataFrame:
+    """The chosen symbol's row first, then the ``movers`` other symbols with the largest |change %|."""
+    others = kpis[kpis["symbol"] != chosen]
+    biggest = others.reindex(others["change_pct"].abs().sort_values(ascending=False, kind="stable").index)
+    return pd.concat([kpis[kpis["symbol"] == chosen], biggest.head(movers)])
+
+
 def _number(value: float, digits: int = 2) -> str:
     return f"{value:,.{digits}f}"
 

@@ -11,9 +11,13 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from stock_platform.settings import Settings
+
+if TYPE_CHECKING:
+    from stock_platform.resources.kafka import KafkaResource
 
 CODE_LOCATION = "stock_platform"
 LAG_SENSOR = "kafka_lag_sensor"  # orchestration/sensors.py; not imported, which would load all of Dagster's
@@ -54,11 +58,16 @@ class KafkaFigures:
     problems: dict[str, str]
 
 
-def kafka_figures(settings: Settings, now: dt.datetime) -> KafkaFigures:
-    """The consumer lag and the dead letters of the last hour, or why they are missing."""
-    from stock_platform.resources.kafka import KafkaResource
+def kafka_figures(
+    settings: Settings, now: dt.datetime, resource: type[KafkaResource] | None = None
+) -> KafkaFigures:
+    """The consumer lag and the dead letters of the last hour, or why they are missing (``resource``: the
+    KafkaResource class, replaced by the fast tests' in-memory one)."""
+    if resource is None:
+        from stock_platform.resources.kafka import KafkaResource
 
-    quotes = KafkaResource(
+        resource = KafkaResource
+    quotes = resource(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         topic=settings.kafka_topic,
         ingest_group=settings.kafka_ingest_group,
