@@ -15,7 +15,7 @@ from functools import cache
 import pytest
 import yaml
 
-from stock_platform.settings import PROJECT_ROOT, SETTINGS_CLASSES, Settings
+from stock_platform.settings import PROJECT_ROOT, SETTINGS_CLASSES, Settings, load_settings
 
 SQL_DIR = PROJECT_ROOT / "sql" / "snowflake"
 SCRIPTS = ("setup.sql", "dbt_transformer.sql", "bi_reader.sql")
@@ -24,6 +24,7 @@ DOCS = (
     "README.md",
     "docs/troubleshooting.md",
     "docs/powerbi.md",
+    "docs/dashboard.md",
     "docs/ingestion.md",
     "sql/snowflake/README.md",
 )
@@ -287,7 +288,14 @@ def test_the_defaults_in_code_and_dbt_profile_are_the_objects_the_scripts_create
     assert defaults["warehouse"] == [("SNOWFLAKE_WAREHOUSE", WAREHOUSE)]
     assert defaults["database"] == [("SNOWFLAKE_DATABASE", DATABASE)]
     assert defaults["schema"] == [("SNOWFLAKE_SCHEMA", RAW_SCHEMA)]
-    assert {u["DEFAULT_ROLE"] for u in users.values() if u.get("TYPE") == "SERVICE"} == {LOADER, TRANSFORMER}
+    assert {u["DEFAULT_ROLE"] for u in users.values() if u.get("TYPE") == "SERVICE"} == {
+        LOADER, TRANSFORMER, "STOCK_PLATFORM_BI_READER",
+    }  # fmt: skip
+    # The dashboard's defaults are the BI script's read-only role and warehouse, and its user a service.
+    settings = load_settings({})
+    assert {settings.dashboard_snowflake_role, settings.dashboard_snowflake_warehouse} <= set(created)
+    assert users["STOCK_PLATFORM_DASHBOARD_SVC"]["DEFAULT_ROLE"] == settings.dashboard_snowflake_role
+    assert users["STOCK_PLATFORM_DASHBOARD_SVC"].get("TYPE") == "SERVICE"
 
 
 def test_the_docs_name_only_objects_the_scripts_create_and_no_broader_grant():

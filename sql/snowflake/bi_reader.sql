@@ -1,4 +1,4 @@
--- stock_platform: a read-only role for Power BI on the GOLD schema, and nothing else.
+-- stock_platform: a read-only role for Power BI and the live dashboard on the GOLD schema, and nothing else.
 --
 -- Run once by an administrator after setup.sql and dbt_transformer.sql (USERADMIN creates the role and
 -- user, SYSADMIN the warehouse, SECURITYADMIN grants). Power BI (Desktop, and the
@@ -51,7 +51,23 @@ CREATE USER IF NOT EXISTS STOCK_PLATFORM_POWERBI
 USE ROLE SECURITYADMIN;
 GRANT ROLE STOCK_PLATFORM_BI_READER TO USER STOCK_PLATFORM_POWERBI;
 
--- 4. Check: as the BI role, gold is readable and the rest is not.
+-- 4. The live dashboard's user (stock-platform dashboard, DASHBOARD_SNOWFLAKE_USER) ---------------------
+-- A service: no password, key-pair authentication only, the same read-only role. Generate its key pair
+-- as for the pipeline's users (docs/troubleshooting.md) and give the dashboard the private key's path in
+-- DASHBOARD_SNOWFLAKE_PRIVATE_KEY_PATH.
+USE ROLE USERADMIN;
+CREATE USER IF NOT EXISTS STOCK_PLATFORM_DASHBOARD_SVC
+  TYPE = SERVICE
+  DEFAULT_ROLE = STOCK_PLATFORM_BI_READER
+  DEFAULT_WAREHOUSE = STOCK_PLATFORM_BI_WH
+  DEFAULT_NAMESPACE = STOCK_PLATFORM.GOLD
+  COMMENT = 'stock_platform live dashboard (DASHBOARD_SNOWFLAKE_USER)';
+-- ALTER USER STOCK_PLATFORM_DASHBOARD_SVC SET RSA_PUBLIC_KEY = '<contents of rsa_key.pub without header lines>';
+
+USE ROLE SECURITYADMIN;
+GRANT ROLE STOCK_PLATFORM_BI_READER TO USER STOCK_PLATFORM_DASHBOARD_SVC;
+
+-- 5. Check: as the BI role, gold is readable and the rest is not.
 -- USE ROLE STOCK_PLATFORM_BI_READER;
 -- SELECT COUNT(*) FROM STOCK_PLATFORM.GOLD.GOLD_KPI;                  -- works
 -- SELECT COUNT(*) FROM STOCK_PLATFORM.BRONZE.BRONZE_STOCK_QUOTES_RAW; -- fails: not authorized
