@@ -47,14 +47,28 @@ def load_kpis(_reader: GoldReader, version: tuple[Any, ...]) -> pd.DataFrame:
     return _reader.kpis()
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
-def load_candles(_reader: GoldReader, version: tuple[Any, ...], symbol: str, grain: str) -> pd.DataFrame:
-    return _reader.candles(symbol, grain)
+# Figures too (building one takes tens of milliseconds); Streamlit serializes them for each page.
+@st.cache_resource(max_entries=16, show_spinner=False)
+def candle_chart(_reader: GoldReader, version: tuple[Any, ...], symbol: str, grain: str) -> tuple[Any, str]:
+    """The figure of one symbol's candles of a grain and its caption; (None, message) when there are none."""
+    frame = _reader.candles(symbol, grain)
+    if frame.empty:
+        return None, f"No {'1-minute candles today' if grain == 'minute' else 'daily candles'} for {symbol}."
+    caption = (
+        f"{len(frame)} candle(s), {int(frame['sample_count'].sum()):,} quotes sampled; "
+        "dashed: least-squares trend of the closes; bars: samples per candle"
+    )
+    return figures.candlestick_figure(frame, symbol, grain), caption
 
 
-@st.cache_data(max_entries=4, show_spinner=False)
-def load_treemap(_reader: GoldReader, version: tuple[Any, ...]) -> pd.DataFrame:
-    return _reader.treemap()
+@st.cache_resource(max_entries=4, show_spinner=False)
+def treemap_chart(_reader: GoldReader, version: tuple[Any, ...]) -> tuple[Any, str]:
+    """The treemap and its legend; (None, message) when no symbol has a candle in the window."""
+    tiles = _reader.treemap()
+    if tiles.empty:
+        return None, "No symbol has a 1-minute candle in the volatility window yet."
+    legend = figures.treemap_legend_html(tiles["window_start"].min(), tiles["window_end"].max())
+    return figures.treemap_figure(tiles), legend
 
 
 @st.cache_resource(show_spinner=False)
@@ -202,36 +216,24 @@ def gold_sections(settings: Settings, reader: GoldReader, version: tuple[Any, ..
         today, daily = st.tabs(["Today, 1-minute", f"Last {DAILY_CANDLE_DAYS} days, daily"])
         for tab, grain in ((today, "minute"), (daily, "day")):
             with tab:
-                frame = load_candles(reader, version, chosen, grain)
-                if frame.empty:
-                    st.info(
-                        f"No {'1-minute candles today' if grain == 'minute' else 'daily candles'} for {chosen}."
-                    )
+                figure, caption = candle_chart(reader, version, chosen, grain)
+                if figure is None:
+                    st.info(caption)
                     continue
-                st.plotly_chart(
-                    figures.candlestick_figure(frame, chosen, grain),
-                    config=PLOTLY_CONFIG,
-                    key=f"candles-{grain}",
-                )
-                st.caption(
-                    f"{len(frame)} candle(s), {int(frame['sample_count'].sum()):,} quotes sampled; "
-                    "dashed: least-squares trend of the closes; bars: samples per candle"
-                )
+                st.plotly_chart(figure, config=PLOTLY_CONFIG, key=f"candles-{grain}")
+                st.caption(caption)
     with treemap_col:
         st.markdown("#### Volatility treemap")
         try:
-            tiles = load_treemap(reader, version)
+            treemap, legend = treemap_chart(reader, version)
         except GoldUnavailable as exc:
             st.info(f"The treemap is not available yet: {exc}")
             return
-        if tiles.empty:
-            st.info("No symbol has a 1-minute candle in the volatility window yet.")
+        if treemap is None:
+            st.info(legend)
             return
-        st.plotly_chart(figures.treemap_figure(tiles), config=PLOTLY_CONFIG, key="treemap")
-        st.markdown(
-            figures.treemap_legend_html(tiles["window_start"].min(), tiles["window_end"].max()),
-            unsafe_allow_html=True,
-        )
+        st.plotly_chart(treemap, config=PLOTLY_CONFIG, key="treemap")
+        st.markdown(legend, unsafe_allow_html=True)
 
 
 st.set_page_config(page_title="stock_platform · live gold", page_icon="📈", layout="wide")
