@@ -61,6 +61,8 @@ class Chromium:
     def __enter__(self) -> Chromium:
         binary = require_tool("chromium", "for the browser test of the Dagster UI", INSTALL_CHROMIUM)
         self.profile_dir.mkdir(parents=True, exist_ok=True)
+        # A reused profile keeps the previous browser's port file; wait for this browser's own.
+        (self.profile_dir / "DevToolsActivePort").unlink(missing_ok=True)
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 [binary, *CHROMIUM_FLAGS, f"--user-data-dir={self.profile_dir}",

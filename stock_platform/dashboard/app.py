@@ -31,6 +31,15 @@ TOP_MOVERS = 11  # cards besides the chosen symbol's; all 100 are in the table b
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def sentence(problem: Exception) -> str:
+    """A message as the end of a sentence the page completes (no doubled full stop)."""
+    return str(problem).rstrip(" .!")
+
+
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
@@ -148,17 +157,17 @@ def page() -> None:
 
     if problem is not None:
         if isinstance(problem, GoldEmpty):
-            st.info(f"No gold data yet: {problem}")
+            st.info(f"No gold data yet: {sentence(problem)}.")
         else:
-            st.error(f"Gold cannot be read right now: {problem}. The page retries on its own.")
+            st.error(f"Gold cannot be read right now: {sentence(problem)}. The page retries on its own.")
         return
     assert version is not None
     try:
         gold_sections(settings, reader, version)
     except GoldEmpty as exc:
-        st.info(f"No gold data yet: {exc}")
+        st.info(f"No gold data yet: {sentence(exc)}.")
     except GoldUnavailable as exc:
-        st.error(f"Gold cannot be read right now: {exc}. The page retries on its own.")
+        st.error(f"Gold cannot be read right now: {sentence(exc)}. The page retries on its own.")
 
 
 def live_strip(settings: Settings, reader: GoldReader) -> None:
@@ -198,7 +207,7 @@ def gold_sections(settings: Settings, reader: GoldReader, version: tuple[Any, ..
         chosen = st.selectbox("Symbol", symbols, key="symbol")
     with right:
         st.caption(
-            f"{len(symbols)} symbols · newest quote {kpis['as_of'].max():%Y-%m-%d %H:%M:%S} UTC · "
+            f"{plural(len(symbols), 'symbol')} · newest quote {kpis['as_of'].max():%Y-%m-%d %H:%M:%S} UTC · "
             f"a symbol is **stale** when its last quote is over {settings.gold_fresh_within_seconds} s older "
             "than the newest"
         )
@@ -206,28 +215,39 @@ def gold_sections(settings: Settings, reader: GoldReader, version: tuple[Any, ..
     st.markdown(
         figures.kpi_cards_html(figures.card_rows(kpis, chosen, TOP_MOVERS), stale), unsafe_allow_html=True
     )
-    with st.expander(f"All {len(symbols)} symbols (gold_kpi)"):
+    # A toggle, not an expander: a collapsed expander still loads the data grid, which costs page load.
+    if st.toggle(f"Show all {plural(len(symbols), 'symbol')} (gold_kpi)", key="show_all"):
         table = kpis.assign(stale=kpis["symbol"].isin(stale)).drop(columns=["fetched_at"])
         st.dataframe(table, hide_index=True, width="stretch")
 
     candles_col, treemap_col = st.columns([3, 2])
     with candles_col:
         st.markdown(f"#### {chosen} candlesticks")
-        today, daily = st.tabs(["Today, 1-minute", f"Last {DAILY_CANDLE_DAYS} days, daily"])
-        for tab, grain in ((today, "minute"), (daily, "day")):
-            with tab:
-                figure, caption = candle_chart(reader, version, chosen, grain)
-                if figure is None:
-                    st.info(caption)
-                    continue
-                st.plotly_chart(figure, config=PLOTLY_CONFIG, key=f"candles-{grain}")
-                st.caption(caption)
+        # One grain drawn at a time: a chart in a hidden tab is still drawn, at the cost of page load.
+        labels = {"minute": "Today, 1-minute", "day": f"Last {DAILY_CANDLE_DAYS} days, daily"}
+        grain = (
+            st.segmented_control(
+                "Candles",
+                list(labels),
+                format_func=labels.__getitem__,
+                default="minute",
+                key="grain",
+                label_visibility="collapsed",
+            )  # fmt: skip
+            or "minute"
+        )
+        figure, caption = candle_chart(reader, version, chosen, grain)
+        if figure is None:
+            st.info(caption)
+        else:
+            st.plotly_chart(figure, config=PLOTLY_CONFIG, key=f"candles-{grain}")
+            st.caption(caption)
     with treemap_col:
         st.markdown("#### Volatility treemap")
         try:
             treemap, legend = treemap_chart(reader, version)
         except GoldUnavailable as exc:
-            st.info(f"The treemap is not available yet: {exc}")
+            st.info(f"The treemap is not available yet: {sentence(exc)}.")
             return
         if treemap is None:
             st.info(legend)

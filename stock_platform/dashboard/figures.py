@@ -78,6 +78,11 @@ def candlestick_figure(frame: pd.DataFrame, symbol: str, grain: str) -> go.Figur
         legend={"orientation": "h", "y": 1.08, "x": 0},
         uirevision=f"{symbol}-{grain}",  # keep the user's zoom across live updates
     )
+    if len(frame) == 1:
+        # Plotly zooms a single candle to a fraction of a second; show the bucket's neighbourhood instead.
+        width = pd.Timedelta(minutes=1) if grain == "minute" else pd.Timedelta(days=1)
+        start = frame["bucket_start"].iloc[0]
+        figure.update_xaxes(range=[start - width, start + width])
     figure.update_yaxes(title_text="price (USD)", row=1, col=1)
     figure.update_yaxes(title_text="samples", row=2, col=1)
     return figure

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 CODE_LOCATION = "stock_platform"
 LAG_SENSOR = "kafka_lag_sensor"  # orchestration/sensors.py; not imported, which would load all of Dagster's
 KAFKA_TIMEOUT_S = 3.0
+UNREACHABLE_RETRY_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,10 @@ class KafkaWatcher:
     def _loop(self) -> None:
         while not self._stop.is_set():
             self._latest = kafka_figures(self._settings, _utc_now())
-            self._stop.wait(self._interval_s)
+            # While Kafka does not answer, ask less often: each attempt fills the log with the client's
+            # connection errors.
+            down = self._latest.consumer_lag is None
+            self._stop.wait(max(self._interval_s, UNREACHABLE_RETRY_S) if down else self._interval_s)
 
     def stop(self) -> None:
         self._stop.set()
