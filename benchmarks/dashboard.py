@@ -9,7 +9,7 @@ appended later, so the 1-minute chart of the chosen symbol holds about a full da
 heaviest page the dashboard draws.
 
 (a) page load to interactive: from Page.navigate (after about:blank) until the chosen symbol's KPI card
-    and two visible Plotly charts (candlesticks and treemap) are in the page, polled every 50 ms; the
+    and both charts (candlesticks and treemap) are drawn in the page, polled every 50 ms; the
     first load (cold browser cache, first script run of the server) separately, then ``--loads`` more.
 (b) gold → screen: ``--appends`` times, one more minute of quotes is appended to the raw table and built
     into gold (silver + gold, as a minute's run does) while a thread polls the open page every 50 ms until
@@ -195,11 +195,9 @@ def card_js(symbol: str) -> str:
 
 
 def ready_js(symbol: str) -> str:
-    visible = (
-        "[...document.querySelectorAll('.js-plotly-plot')].filter(e => "
-        "{ const r = e.getBoundingClientRect(); return r.width > 0 && r.height > 0; }).length"
-    )
-    return f"!!({card_js(symbol)} && {visible} >= 2)"
+    """The card, and both charts drawn: their marks (named by the specs' layers) are in the SVG."""
+    charts = "document.querySelector('g.candles_marks path') && document.querySelector('g.tiles_marks path')"
+    return f"!!({card_js(symbol)} && {charts})"
 
 
 def card_state_js(symbol: str) -> str:

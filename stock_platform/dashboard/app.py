@@ -1,4 +1,4 @@
-"""stock_platform's live dashboard: the gold tables as KPI cards, candlesticks and the volatility treemap,
+"""stock_platform's live dashboard: the gold tables as KPI cards, candlesticks and the volatility treemap (Vega-Lite),
 with the pipeline's health; a Streamlit script started by ``stock-platform dashboard``.
 
 Live without reloading the page: a fragment looks at gold every DASHBOARD_REFRESH_SECONDS (on DuckDB a
@@ -28,7 +28,6 @@ from stock_platform.dashboard.health import KafkaWatcher, pipeline_health
 from stock_platform.settings import Settings, SettingsError, load_settings
 
 TOP_MOVERS = 11  # cards besides the chosen symbol's; all 100 are in the table below them
-PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
 
 
 def plural(count: int, noun: str) -> str:
@@ -56,28 +55,31 @@ def load_kpis(_reader: GoldReader, version: tuple[Any, ...]) -> pd.DataFrame:
     return _reader.kpis()
 
 
-# Figures too (building one takes tens of milliseconds); Streamlit serializes them for each page.
+# Charts too: their rows and specs, by gold's version.
 @st.cache_resource(max_entries=16, show_spinner=False)
-def candle_chart(_reader: GoldReader, version: tuple[Any, ...], symbol: str, grain: str) -> tuple[Any, str]:
-    """The figure of one symbol's candles of a grain and its caption; (None, message) when there are none."""
+def candle_chart(
+    _reader: GoldReader, version: tuple[Any, ...], symbol: str, grain: str
+) -> tuple[pd.DataFrame | None, dict[str, Any], str]:
+    """One symbol's candles of a grain: (rows, spec, caption), or (None, {}, message) when there are none."""
     frame = _reader.candles(symbol, grain)
     if frame.empty:
-        return None, f"No {'1-minute candles today' if grain == 'minute' else 'daily candles'} for {symbol}."
+        what = "1-minute candles today" if grain == "minute" else "daily candles"
+        return None, {}, f"No {what} for {symbol}."
     caption = (
-        f"{len(frame)} candle(s), {int(frame['sample_count'].sum()):,} quotes sampled; "
-        "dashed: least-squares trend of the closes; bars: samples per candle"
+        f"{plural(len(frame), 'candle')}, {int(frame['sample_count'].sum()):,} quotes sampled; "
+        "dashed: least-squares trend of the closes; grey bars: samples per candle. Drag to pan, scroll to zoom."
     )
-    return figures.candlestick_figure(frame, symbol, grain), caption
+    return figures.candle_rows(frame, grain), figures.candlestick_spec(frame, symbol, grain), caption
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
-def treemap_chart(_reader: GoldReader, version: tuple[Any, ...]) -> tuple[Any, str]:
-    """The treemap and its legend; (None, message) when no symbol has a candle in the window."""
+def treemap_chart(_reader: GoldReader, version: tuple[Any, ...]) -> tuple[pd.DataFrame | None, str]:
+    """The treemap's rows and its legend; (None, message) when no symbol has a candle in the window."""
     tiles = _reader.treemap()
     if tiles.empty:
         return None, "No symbol has a 1-minute candle in the volatility window yet."
     legend = figures.treemap_legend_html(tiles["window_start"].min(), tiles["window_end"].max())
-    return figures.treemap_figure(tiles), legend
+    return figures.treemap_rows(tiles), legend
 
 
 @st.cache_resource(show_spinner=False)
@@ -236,23 +238,23 @@ def gold_sections(settings: Settings, reader: GoldReader, version: tuple[Any, ..
             )  # fmt: skip
             or "minute"
         )
-        figure, caption = candle_chart(reader, version, chosen, grain)
-        if figure is None:
+        rows, spec, caption = candle_chart(reader, version, chosen, grain)
+        if rows is None:
             st.info(caption)
         else:
-            st.plotly_chart(figure, config=PLOTLY_CONFIG, key=f"candles-{grain}")
+            st.vega_lite_chart(rows, spec, width="stretch", key=f"candles-{grain}")
             st.caption(caption)
     with treemap_col:
         st.markdown("#### Volatility treemap")
         try:
-            treemap, legend = treemap_chart(reader, version)
+            tiles, legend = treemap_chart(reader, version)
         except GoldUnavailable as exc:
             st.info(f"The treemap is not available yet: {sentence(exc)}.")
             return
-        if treemap is None:
+        if tiles is None:
             st.info(legend)
             return
-        st.plotly_chart(treemap, config=PLOTLY_CONFIG, key="treemap")
+        st.vega_lite_chart(tiles, figures.treemap_spec(), width="stretch", key="treemap")
         st.markdown(legend, unsafe_allow_html=True)
 
 

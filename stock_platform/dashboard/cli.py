@@ -14,11 +14,9 @@ APP = Path(__file__).with_name("app.py")
 
 
 # What the page imports, imported before Streamlit serves it, so the first page view does not wait for
-# them (plotly and pandas take about a second; the Kafka client's module brings Dagster's, a few more).
+# them (pandas takes about a second; the Kafka client's module brings Dagster's, a few more).
 PRELOAD = (
     "pandas",
-    "plotly.graph_objects",
-    "plotly.subplots",
     "duckdb",
     "stock_platform.dashboard.figures",
     "stock_platform.dashboard.gold_reader",

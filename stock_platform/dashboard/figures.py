@@ -1,21 +1,28 @@
-"""The dashboard's Plotly figures and cards: pure functions of the gold reader's frames."""
+"""The dashboard's charts and cards: pure functions of the gold reader's frames.
+
+Charts are Vega-Lite specs, drawn by Streamlit's own Vega renderer. Plotly was the first choice; its
+browser bundle alone made the page take 2.1 s to show two trivial charts on this project's 2-core machine
+(Vega-Lite: 1.0 s), against a target of 2 s for the whole page (docs/dashboard.md).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import html
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
-import plotly.graph_objects as go
-from plotly.colors import sample_colorscale
-from plotly.subplots import make_subplots
 
 # Relative volatility 0 (calm) .. COLOUR_CAP and above (wild); 1.0 = the market's average.
-COLOUR_SCALE = "RdYlGn_r"
+COLOUR_SCHEME = "redyellowgreen"  # reversed below: green calm, red wild
 COLOUR_CAP = 2.0
 NO_VOLATILITY_COLOUR = "#b0b0b0"  # fewer than two 1-minute returns in the window yet
 UP, DOWN = "#26a69a", "#ef5350"
+# Drawn as SVG (vega-embed's option read from the spec), so a chart's marks are in the page's DOM.
+EMBED = {"embedOptions": {"renderer": "svg", "actions": False}}
+BUCKET = {"minute": pd.Timedelta(minutes=1), "day": pd.Timedelta(days=1)}
 
 
 def trend(frame: pd.DataFrame) -> pd.Series:
@@ -30,99 +37,280 @@ def trend(frame: pd.DataFrame) -> pd.Series:
     return pd.Series(y_mean + slope * (x - x_mean), index=frame.index)
 
 
-def candlestick_figure(frame: pd.DataFrame, symbol: str, grain: str) -> go.Figure:
-    """Candles with their trend line above, and the samples per candle as bars below."""
-    figure = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.76, 0.24], vertical_spacing=0.03)
-    label = "1-minute" if grain == "minute" else "daily"
-    figure.add_trace(
-        go.Candlestick(
-            x=frame["bucket_start"],
-            open=frame["open"],
-            high=frame["high"],
-            low=frame["low"],
-            close=frame["close"],
-            name=f"{symbol} {label}",
-            increasing_line_color=UP,
-            decreasing_line_color=DOWN,
-        ),
-        row=1,
-        col=1,
+def candle_rows(frame: pd.DataFrame, grain: str) -> pd.DataFrame:
+    """The candles with what the chart draws: each body from 10 % to 90 % of its bucket, the wick at the
+    middle, the trend line and the direction (a close at the open counts as up)."""
+    width = BUCKET[grain]
+    start = frame["bucket_start"]
+    return frame.assign(
+        body_start=start + width * 0.1,
+        body_end=start + width * 0.9,
+        middle=start + width * 0.5,
+        trend=trend(frame),
+        direction=[
+            "up" if close >= open_ else "down"
+            for open_, close in zip(frame["open"], frame["close"], strict=True)
+        ],
     )
-    figure.add_trace(
-        go.Scatter(
-            x=frame["bucket_start"],
-            y=trend(frame),
-            mode="lines",
-            name="trend (least squares)",
-            line={"color": "#5c6bc0", "width": 1.5, "dash": "dash"},
-            hoverinfo="skip",
-        ),
-        row=1,
-        col=1,
-    )
-    figure.add_trace(
-        go.Bar(
-            x=frame["bucket_start"],
-            y=frame["sample_count"],
-            name="samples per candle",
-            marker_color="#90a4ae",
-            hovertemplate="%{y} samples<extra></extra>",
-        ),
-        row=2,
-        col=1,
-    )
-    figure.update_layout(
-        height=430,
-        margin={"l": 10, "r": 10, "t": 30, "b": 10},
-        xaxis_rangeslider_visible=False,
-        legend={"orientation": "h", "y": 1.08, "x": 0},
-        uirevision=f"{symbol}-{grain}",  # keep the user's zoom across live updates
-    )
-    if len(frame) == 1:
-        # Plotly zooms a single candle to a fraction of a second; show the bucket's neighbourhood instead.
-        width = pd.Timedelta(minutes=1) if grain == "minute" else pd.Timedelta(days=1)
-        start = frame["bucket_start"].iloc[0]
-        figure.update_xaxes(range=[start - width, start + width])
-    figure.update_yaxes(title_text="price (USD)", row=1, col=1)
-    figure.update_yaxes(title_text="samples", row=2, col=1)
-    return figure
 
 
-def volatility_colour(relative: float | None) -> str:
-    if relative is None or (isinstance(relative, float) and math.isnan(relative)):
-        return NO_VOLATILITY_COLOUR
-    return sample_colorscale(COLOUR_SCALE, [min(max(relative, 0.0), COLOUR_CAP) / COLOUR_CAP])[0]
+def _epoch_ms(moment: pd.Timestamp) -> int:
+    """A naive UTC timestamp as Vega's time value."""
+    return int(moment.tz_localize("UTC").timestamp() * 1000)
 
 
-def treemap_figure(frame: pd.DataFrame) -> go.Figure:
-    """gold_treechart's tiles: size = avg_price, colour = relative_volatility (grey: not enough candles)."""
-    relative = [None if pd.isna(value) else float(value) for value in frame["relative_volatility"]]
-    texts = [
-        f"{row.last_price:,.2f}<br>" + ("vol n/a" if rel is None else f"{rel:.2f}× avg vol")
-        for row, rel in zip(frame.itertuples(), relative, strict=True)
+def candlestick_spec(frame: pd.DataFrame, symbol: str, grain: str) -> dict[str, Any]:
+    """Candles, their trend line and the samples per candle (bars along the bottom, their own scale), with
+    tooltips and zoom/pan on time; data: ``candle_rows(frame, grain)``."""
+    time_format = "%H:%M" if grain == "minute" else "%b %d"
+    low = float(frame["low"].min())
+    high = float(frame["high"].max())
+    pad = (high - low) * 0.05 or max(abs(high) * 0.001, 0.01)
+    price = {"type": "quantitative", "scale": {"domain": [low - pad, high + pad], "zero": False}}
+    # Times are UTC, and shown so whatever the browser's time zone (a utc scale, utc time units).
+    when = {
+        "field": "bucket_start",
+        "type": "temporal",
+        "title": "UTC",
+        "timeUnit": "utcyearmonthdatehoursminutes",
+    }
+    tooltip = (
+        [when]
+        + [
+            {"field": name, "type": "quantitative", "format": ",.2f"}
+            for name in ("open", "high", "low", "close")
+        ]
+        + [{"field": "sample_count", "type": "quantitative", "title": "samples"}]
+    )
+    colour = {
+        "field": "direction", "type": "nominal", "legend": None,
+        "scale": {"domain": ["up", "down"], "range": [UP, DOWN]},
+    }  # fmt: skip
+    width = BUCKET[grain]
+    first, last = frame["bucket_start"].min(), frame["bucket_start"].max()
+    # The candles' own span, and a bucket either side of a lone candle (not a zoom into a fraction of it).
+    margin = width if len(frame) == 1 else pd.Timedelta(0)
+    domain = [_epoch_ms(first - margin), _epoch_ms(last + width + margin)]
+    x_axis = {
+        "type": "temporal", "title": None,
+        "scale": {"type": "utc", "domain": domain},
+        "axis": {"format": time_format, "labelOverlap": True},
+    }  # fmt: skip
+    most_samples = float(frame["sample_count"].max()) if len(frame) else 1.0
+    return {
+        "usermeta": EMBED,
+        "height": 340,
+        "title": {
+            "text": f"{symbol} · {'1-minute candles, today' if grain == 'minute' else 'daily candles'}",
+            "anchor": "start",
+            "fontSize": 13,
+        },  # fmt: skip
+        "layer": [
+            {
+                "name": "samples",
+                "mark": {"type": "bar", "color": "#cfd8dc"},
+                "encoding": {
+                    "x": {"field": "body_start", **x_axis},
+                    "x2": {"field": "body_end"},
+                    # Bars up to a quarter of the height: the scale reaches 4 x the largest count.
+                    "y": {
+                        "field": "sample_count",
+                        "type": "quantitative",
+                        "axis": None,
+                        "scale": {"domain": [0, most_samples * 4]},
+                    },
+                    "tooltip": tooltip,
+                },
+            },
+            {
+                "layer": [
+                    {
+                        "name": "wicks",
+                        "mark": {"type": "rule"},
+                        "encoding": {
+                            "x": {"field": "middle", **x_axis},
+                            "y": {"field": "low", **price, "title": "price (USD)"},
+                            "y2": {"field": "high"},
+                            "color": colour,
+                        },
+                    },
+                    {
+                        "name": "candles",
+                        # Outlined, so a candle whose close equals its open still shows as a line.
+                        "mark": {"type": "bar", "strokeWidth": 1},
+                        "params": [
+                            {
+                                "name": "zoom",
+                                "select": {"type": "interval", "encodings": ["x"]},
+                                "bind": "scales",
+                            }
+                        ],
+                        "encoding": {
+                            "x": {"field": "body_start", **x_axis},
+                            "x2": {"field": "body_end"},
+                            "y": {"field": "open", **price},
+                            "y2": {"field": "close"},
+                            "color": colour,
+                            "stroke": colour,
+                            "tooltip": tooltip,
+                        },
+                    },
+                    {
+                        "name": "trend",
+                        "mark": {
+                            "type": "line",
+                            "strokeDash": [5, 4],
+                            "color": "#5c6bc0",
+                            "strokeWidth": 1.5,
+                        },
+                        "encoding": {"x": {"field": "middle", **x_axis}, "y": {"field": "trend", **price}},
+                    },
+                ],
+            },
+        ],
+        "resolve": {"scale": {"y": "independent"}},
+    }
+
+
+def squarify(values: Sequence[float], width: float, height: float) -> list[tuple[float, float, float, float]]:
+    """Tiles (x, y, w, h) filling a width x height box, one per value in the given order (sort the values
+    largest first for squarish tiles), each with an area proportional to its value: the squarified layout of
+    Bruls, Huizing and van Wijk (2000). Values must be positive."""
+    total = float(sum(values))
+    scale = width * height / total if total > 0 else 0.0
+    areas = [value * scale for value in values]
+    tiles: list[tuple[float, float, float, float]] = []
+    x, y, w, h = 0.0, 0.0, float(width), float(height)
+    index = 0
+    while index < len(areas):
+        side = min(w, h)
+        row = [areas[index]]
+        index += 1
+        while index < len(areas) and _worst(row + [areas[index]], side) <= _worst(row, side):
+            row.append(areas[index])
+            index += 1
+        thickness = sum(row) / side if side else 0.0
+        offset = 0.0
+        for area in row:
+            length = area / thickness if thickness else 0.0
+            if w >= h:  # a column along the left edge
+                tiles.append((x, y + offset, thickness, length))
+            else:  # a row along the top edge
+                tiles.append((x + offset, y, length, thickness))
+            offset += length
+        if w >= h:
+            x, w = x + thickness, w - thickness
+        else:
+            y, h = y + thickness, h - thickness
+    return tiles
+
+
+def _worst(row: list[float], side: float) -> float:
+    """The largest aspect ratio of the tiles of ``row`` laid along a side of length ``side``."""
+    total = sum(row)
+    if total <= 0 or side <= 0:
+        return math.inf
+    return max(
+        max(side * side * area / (total * total), (total * total) / (side * side * area)) for area in row
+    )
+
+
+TREEMAP_WIDTH, TREEMAP_HEIGHT = 100.0, 62.0
+
+
+def treemap_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """gold_treechart's rows with their tiles: largest avg_price first, size = avg_price."""
+    tiles = frame.sort_values(["avg_price", "symbol"], ascending=[False, True], kind="stable").reset_index(
+        drop=True
+    )
+    boxes = squarify(list(tiles["avg_price"]), TREEMAP_WIDTH, TREEMAP_HEIGHT)
+    relative = [None if pd.isna(v) else float(v) for v in tiles["relative_volatility"]]
+    return tiles.assign(
+        x=[b[0] for b in boxes],
+        x2=[b[0] + b[2] for b in boxes],
+        y=[b[1] for b in boxes],
+        y2=[b[1] + b[3] for b in boxes],
+        relative_volatility=relative,
+        # A null on a continuous colour scale would make Vega-Lite drop the tile: colour a stand-in value,
+        # overridden to grey by the spec's condition on has_volatility.
+        has_volatility=[r is not None for r in relative],
+        colour_value=[0.0 if r is None else r for r in relative],
+        vol_text=["vol n/a" if r is None else f"{r:.2f}x avg vol" for r in relative],
+        price_text=[f"{p:,.2f}" for p in tiles["last_price"]],
+        # Text only where it fits (in the box's units, 100 across the chart): the symbol, then the figures.
+        labelled=[b[2] >= 10 and b[3] >= 6 for b in boxes],
+        detailed=[b[2] >= 20 and b[3] >= 13 for b in boxes],
+    )
+
+
+def treemap_spec() -> dict[str, Any]:
+    """gold_treechart as tiles: size = avg_price, colour = relative_volatility (grey: no volatility yet),
+    with a colour legend; data: ``treemap_rows(frame)``."""
+    box_x = {"type": "quantitative", "axis": None, "scale": {"domain": [0, TREEMAP_WIDTH], "nice": False}}
+    box_y = {"type": "quantitative", "axis": None,
+             "scale": {"domain": [0, TREEMAP_HEIGHT], "nice": False, "reverse": True}}  # fmt: skip
+    tooltip = [
+        {"field": "symbol", "type": "nominal"},
+        {"field": "avg_price", "type": "quantitative", "format": ",.2f", "title": "avg price (size)"},
+        {"field": "last_price", "type": "quantitative", "format": ",.2f", "title": "last price"},
+        {
+            "field": "relative_volatility",
+            "type": "quantitative",
+            "format": ".2f",
+            "title": "relative volatility (colour)",
+        },
+        {"field": "volatility", "type": "quantitative", "format": ".5f"},
+        {"field": "candle_count", "type": "quantitative", "title": "1-minute candles"},
     ]
-    figure = go.Figure(
-        go.Treemap(
-            labels=frame["symbol"],
-            parents=[""] * len(frame),
-            values=frame["avg_price"],
-            text=texts,
-            textinfo="label+text",
-            marker={"colors": [volatility_colour(rel) for rel in relative]},
-            customdata=frame[["avg_price", "volatility", "candle_count"]].to_numpy(),
-            hovertemplate=(
-                "<b>%{label}</b><br>avg price %{customdata[0]:,.2f}<br>volatility %{customdata[1]:.5f}"
-                "<br>%{customdata[2]} candles<extra></extra>"
-            ),
-            sort=True,
-        )
-    )
-    figure.update_layout(height=460, margin={"l": 0, "r": 0, "t": 0, "b": 0}, uirevision="treemap")
-    return figure
+    labels, details = {"filter": "datum.labelled"}, {"filter": "datum.detailed"}
+    return {
+        "usermeta": EMBED,
+        "height": 420,
+        "layer": [
+            {
+                "name": "tiles",
+                "mark": {"type": "rect", "stroke": "white", "strokeWidth": 1.5},
+                "encoding": {
+                    "x": {"field": "x", **box_x}, "x2": {"field": "x2"},
+                    "y": {"field": "y", **box_y}, "y2": {"field": "y2"},
+                    "color": {
+                        "condition": {"test": "!datum.has_volatility", "value": NO_VOLATILITY_COLOUR},
+                        "field": "colour_value", "type": "quantitative",
+                        "title": ["relative volatility", "(1 = market average)"],
+                        "scale": {"scheme": COLOUR_SCHEME, "reverse": True, "domain": [0, COLOUR_CAP], "clamp": True},
+                    },
+                    "tooltip": tooltip,
+                },
+            },
+            {
+                "name": "labels",
+                "transform": [labels],
+                "mark": {"type": "text", "align": "left", "baseline": "top", "dx": 4, "dy": 4, "fontWeight": "bold"},
+                "encoding": {"x": {"field": "x", **box_x}, "y": {"field": "y", **box_y}, "text": {"field": "symbol"}},
+            },
+            {
+                "name": "details",
+                "transform": [details],
+                "mark": {"type": "text", "align": "left", "baseline": "top", "dx": 4, "dy": 19, "fontSize": 10},
+                "encoding": {
+                    "x": {"field": "x", **box_x}, "y": {"field": "y", **box_y},
+                    "text": {"field": "price_text"},
+                },
+            },
+            {
+                "name": "volatility",
+                "transform": [details],
+                "mark": {"type": "text", "align": "left", "baseline": "top", "dx": 4, "dy": 32, "fontSize": 10},
+                "encoding": {
+                    "x": {"field": "x", **box_x}, "y": {"field": "y", **box_y},
+                    "text": {"field": "vol_text"},
+                },
+            },
+        ],
+    }  # fmt: skip
 
 
 def treemap_legend_html(window_start: dt.datetime | None, window_end: dt.datetime | None) -> str:
-    stops = ", ".join(volatility_colour(COLOUR_CAP * i / 4) for i in range(5))
     window = (
         f"{window_start:%H:%M}–{window_end:%H:%M} UTC"
         if window_start is not None and window_end
@@ -131,11 +319,10 @@ def treemap_legend_html(window_start: dt.datetime | None, window_end: dt.datetim
     return (
         '<div class="sp-legend" data-testid="treemap-legend">'
         f"<b>Size</b>: mean 1-minute close over {html.escape(window)} (<code>avg_price</code>). "
-        "<b>Colour</b>: volatility of 1-minute log returns relative to the market's mean "
-        "(<code>relative_volatility</code>, 1.0 = average):"
-        f'<span class="sp-gradient" style="background: linear-gradient(to right, {stops})"></span>'
-        f"0 … {COLOUR_CAP:g}+"
-        f'<span class="sp-swatch" style="background:{NO_VOLATILITY_COLOUR}"></span>fewer than two returns yet'
+        "<b>Colour</b>: volatility of the 1-minute log returns relative to the market's mean "
+        f"(<code>relative_volatility</code>; 1.0 = average, green calmer, red wilder, capped at {COLOUR_CAP:g}); "
+        f'<span class="sp-swatch" style="background:{NO_VOLATILITY_COLOUR}"></span>grey: fewer than two returns '
+        "yet. Hover a tile for its figures."
         "</div>"
     )
 
@@ -196,8 +383,6 @@ CSS = """
 .sp-stale { background: #ffb300; color: #3e2723; border-radius: 4px; padding: 0 6px; font-size: 0.7rem;
   font-weight: 700; text-transform: uppercase; }
 .sp-legend { font-size: 0.85rem; color: #424242; }
-.sp-gradient { display: inline-block; width: 120px; height: 10px; margin: 0 6px; vertical-align: middle;
-  border-radius: 2px; }
 .sp-swatch { display: inline-block; width: 12px; height: 10px; margin: 0 4px 0 12px; vertical-align: middle; }
 .sp-health a { text-decoration: none; }
 </style>

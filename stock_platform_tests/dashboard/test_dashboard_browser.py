@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from stock_platform.dashboard.figures import NO_VOLATILITY_COLOUR
 from stock_platform.services.paths import PROJECT_ROOT
 from stock_platform.settings import gold_snapshot_path
 from stock_platform_tests.dashboard.dashboard_server import Dashboard, running_dashboard
@@ -43,20 +45,28 @@ def card(symbol: str) -> str:
     return f"document.querySelector('div.sp-card[data-symbol={json.dumps(symbol)}]')"
 
 
-# Plotly charts the user can see (a chart being laid out has no width yet).
-VISIBLE_PLOTS_JS = (
-    "[...document.querySelectorAll('.js-plotly-plot')]"
-    ".filter(e => { const r = e.getBoundingClientRect(); return r.width > 0 && r.height > 0; })"
+# The charts are Vega-Lite drawn as SVG (stock_platform/dashboard/figures.py); their marks are found by
+# the names of the specs' layers: candles_marks, tiles_marks, ... .
+PAGE_READY_JS = (
+    f"!!({card('AAPL')} && document.querySelector('g.candles_marks path') "
+    "&& document.querySelector('g.tiles_marks path'))"
 )
-PAGE_READY_JS = f"!!({card('AAPL')} && {VISIBLE_PLOTS_JS}.length >= 2)"
 CANDLES_JS = (
-    f"(() => {{ const el = {VISIBLE_PLOTS_JS}.find(e => e.data && e.data[0].type === 'candlestick');"
-    " return el ? el.data[0].x.length : null; })()"
+    "(() => { const g = document.querySelector('g.candles_marks'); "
+    "return g ? g.querySelectorAll('path').length : null; })()"
 )
-TREEMAP_TEXTS_JS = (
-    f"(() => {{ const el = {VISIBLE_PLOTS_JS}.find(e => e.data && e.data[0].type === 'treemap');"
-    " return el ? [...el.querySelectorAll('svg text')].map(t => t.textContent) : null; })()"
+# Each tile's aria-label lists its tooltip fields ("...; symbol: AAPL; ..."); its fill is its colour.
+TREEMAP_TILES_JS = (
+    "(() => { const g = document.querySelector('g.tiles_marks'); return g ? [...g.querySelectorAll('path')]"
+    ".map(p => [p.getAttribute('aria-label'), p.getAttribute('fill')]) : null; })()"
 )
+TREEMAP_TEXTS_JS = "[...document.querySelectorAll('g.volatility_marks text')].map(t => t.textContent)"
+
+
+def tile_symbols(tiles: list[list[str]]) -> list[str]:
+    return [re.search(r"symbol: ([^;]+);", label)[1] for label, _ in tiles]  # type: ignore[index]
+
+
 NO_ERROR_ELEMENT_JS = "document.querySelector('[data-testid=\"stException\"]') === null"
 
 
@@ -149,7 +159,7 @@ def test_the_page_shows_gold_as_the_tables_hold_it(seeded: Seeded, tmp_path: Pat
 
     with Chromium(tmp_path / "chromium-profile") as browser:
         browser.navigate(seeded.dashboard.url)
-        browser.wait_for(PAGE_READY_JS, "the AAPL card and two visible Plotly charts", timeout_s=60)
+        browser.wait_for(PAGE_READY_JS, "the AAPL card, the candles and the treemap", timeout_s=60)
 
         # The KPI card: the exact price of gold_kpi, shown with 2 decimals and thousands separators.
         assert card_price(browser, "AAPL") == (price, f"{price:,.2f}")
@@ -157,13 +167,9 @@ def test_the_page_shows_gold_as_the_tables_hold_it(seeded: Seeded, tmp_path: Pat
         # The candlestick: one candle per 1-minute candle of AAPL today.
         assert browser.wait_for(CANDLES_JS, "the candlestick's data") == candles
 
-        # The treemap: a tile per symbol, each labelled with it.
-        texts = browser.wait_for(
-            f"(() => {{ const t = {TREEMAP_TEXTS_JS}; return t && t.join('').length ? t : null; }})()",
-            "the treemap's tile labels",
-        )
-        missing = [s for s in symbols if not any(t.startswith(s) for t in texts)]
-        assert missing == [], f"no treemap tile for {missing}: {texts}"
+        # The treemap: one tile per symbol.
+        tiles = browser.wait_for(TREEMAP_TILES_JS, "the treemap's tiles")
+        assert sorted(tile_symbols(tiles)) == sorted(symbols), tiles
         assert browser.evaluate("!!document.querySelector('[data-testid=\"treemap-legend\"]')")
 
         # The health strip: the gold figure is there; Kafka (nothing listens) says it is missing.
@@ -183,7 +189,7 @@ def test_a_new_minute_in_gold_reaches_the_open_page_without_a_reload(seeded: See
     warehouse, feed = seeded.warehouse, seeded.feed
     with Chromium(tmp_path / "chromium-profile") as browser:
         browser.navigate(seeded.dashboard.url)
-        browser.wait_for(PAGE_READY_JS, "the AAPL card and two visible Plotly charts", timeout_s=60)
+        browser.wait_for(PAGE_READY_JS, "the AAPL card, the candles and the treemap", timeout_s=60)
         old_price = kpi_price(warehouse, "AAPL")
         assert card_price(browser, "AAPL") == (old_price, f"{old_price:,.2f}")
         old_version = browser.wait_for(
@@ -267,14 +273,11 @@ def test_a_single_quote_shows_its_card_and_a_grey_treemap_tile(tmp_path: Path) -
         Chromium(tmp_path / "chromium-profile") as browser,
     ):
         browser.navigate(dashboard.url)
-        browser.wait_for(PAGE_READY_JS, "the AAPL card and two visible Plotly charts", timeout_s=60)
+        browser.wait_for(PAGE_READY_JS, "the AAPL card, the candles and the treemap", timeout_s=60)
         assert card_price(browser, "AAPL") == (1234.5, "1,234.50")
         assert browser.wait_for(CANDLES_JS, "the candlestick's data") == 1
-        texts = browser.wait_for(
-            f"(() => {{ const t = {TREEMAP_TEXTS_JS}; return t && t.join('').length ? t : null; }})()",
-            "the treemap's tile",
-        )
-        tile = [t for t in texts if t.startswith("AAPL")]
-        assert tile and "vol n/a" in tile[0], texts
+        tiles = browser.wait_for(TREEMAP_TILES_JS, "the treemap's tile")
+        assert tile_symbols(tiles) == ["AAPL"] and tiles[0][1] == NO_VOLATILITY_COLOUR, tiles
+        assert browser.evaluate(TREEMAP_TEXTS_JS) == ["vol n/a"]
         assert_no_traceback(browser)
         save_screenshot(browser, tmp_path / "dashboard-single-quote.png")

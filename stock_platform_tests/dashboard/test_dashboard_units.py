@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import math
 import re
 
 import numpy as np
@@ -103,25 +102,79 @@ def test_the_trend_is_the_least_squares_line_of_the_closes(closes, gaps):
     assert line == pytest.approx(slope * x + intercept, rel=1e-6, abs=1e-6)
 
 
-def test_tiles_without_enough_returns_are_grey_and_colours_follow_relative_volatility():
-    assert figures.volatility_colour(None) == figures.NO_VOLATILITY_COLOUR
-    assert figures.volatility_colour(math.nan) == figures.NO_VOLATILITY_COLOUR
-    calm, average, wild = (figures.volatility_colour(v) for v in (0.0, 1.0, 5.0))
-    assert len({calm, average, wild}) == 3 and wild == figures.volatility_colour(figures.COLOUR_CAP)
+@settings(max_examples=100, deadline=None)
+@given(
+    values=st.lists(st.floats(0.01, 1e6, allow_nan=False), min_size=1, max_size=120),
+    width=st.floats(1, 500),
+    height=st.floats(1, 500),
+)
+def test_squarified_tiles_fill_the_box_without_overlap_with_areas_in_proportion(values, width, height):
+    values = sorted(values, reverse=True)
+    tiles = figures.squarify(values, width, height)
+    assert len(tiles) == len(values)
+    total = sum(values)
+    tolerance = 1e-6 * width * height
+    for (x, y, w, h), value in zip(tiles, values, strict=True):
+        assert w >= 0 and h >= 0
+        assert (
+            -tolerance <= x and x + w <= width + tolerance and -tolerance <= y and y + h <= height + tolerance
+        )
+        assert w * h == pytest.approx(value / total * width * height, rel=1e-6, abs=tolerance)
+    assert sum(w * h for _, _, w, h in tiles) == pytest.approx(width * height, rel=1e-6)
+    # No two tiles overlap (their interiors are disjoint).
+    for i, (x1, y1, w1, h1) in enumerate(tiles):
+        for x2, y2, w2, h2 in tiles[i + 1 :]:
+            overlap_w = min(x1 + w1, x2 + w2) - max(x1, x2)
+            overlap_h = min(y1 + h1, y2 + h2) - max(y1, y2)
+            assert overlap_w <= tolerance or overlap_h <= tolerance
+
+
+def test_treemap_rows_size_by_avg_price_and_mark_tiles_without_volatility():
     tiles = pd.DataFrame(
         {
-            "symbol": ["AAPL", "ONE"],
-            "avg_price": [230.0, 10.0],
-            "last_price": [231.0, 10.0],
-            "volatility": [0.001, None],
-            "relative_volatility": [1.0, None],
-            "candle_count": [60, 1],
+            "symbol": ["ONE", "AAPL", "MSFT"],
+            "avg_price": [10.0, 230.0, 420.0],
+            "last_price": [10.0, 231.0, 421.5],
+            "volatility": [None, 0.001, 0.002],
+            "relative_volatility": [None, 0.6667, 1.3333],
+            "candle_count": [1, 60, 60],
         }
     )
-    treemap = figures.treemap_figure(tiles).data[0]
-    assert list(treemap.labels) == ["AAPL", "ONE"] and list(treemap.values) == [230.0, 10.0]
-    assert list(treemap.marker.colors) == [average, figures.NO_VOLATILITY_COLOUR]
-    assert "vol n/a" in treemap.text[1]
+    rows = figures.treemap_rows(tiles)
+    assert list(rows["symbol"]) == ["MSFT", "AAPL", "ONE"]  # largest first
+    areas = (rows["x2"] - rows["x"]) * (rows["y2"] - rows["y"])
+    box = figures.TREEMAP_WIDTH * figures.TREEMAP_HEIGHT
+    assert list(areas) == pytest.approx([box * v / 660.0 for v in (420.0, 230.0, 10.0)])
+    assert pd.isna(rows["relative_volatility"].iloc[2]) and list(rows["vol_text"]) == [
+        "1.33x avg vol", "0.67x avg vol", "vol n/a",
+    ]  # fmt: skip
+    spec = figures.treemap_spec()
+    colour = spec["layer"][0]["encoding"]["color"]
+    assert colour["field"] == "colour_value"
+    assert colour["condition"]["value"] == figures.NO_VOLATILITY_COLOUR
+    assert list(rows["has_volatility"]) == [True, True, False]
+    assert list(rows["colour_value"]) == pytest.approx([1.3333, 0.6667, 0.0])
+    assert spec["layer"][0]["encoding"]["x"]["field"] == "x" and spec["usermeta"] == figures.EMBED
+
+
+def test_candle_rows_draw_each_body_inside_its_bucket_and_colour_by_direction():
+    frame = pd.DataFrame(
+        {
+            "bucket_start": pd.to_datetime(["2026-12-01 10:00", "2026-12-01 10:01"]),
+            "open": [10.0, 11.0],
+            "high": [12.0, 11.5],
+            "low": [9.5, 10.0],
+            "close": [11.0, 10.5],
+            "sample_count": [6, 4],
+        }
+    )
+    rows = figures.candle_rows(frame, "minute")
+    assert list(rows["direction"]) == ["up", "down"]
+    assert (rows["body_start"] > rows["bucket_start"]).all()
+    assert (rows["body_end"] < rows["bucket_start"] + pd.Timedelta(minutes=1)).all()
+    spec = figures.candlestick_spec(frame, "AAPL", "minute")
+    low, high = spec["layer"][1]["layer"][0]["encoding"]["y"]["scale"]["domain"]
+    assert low < 9.5 and high > 12.0  # every wick inside the price scale
 
 
 def test_the_health_links_name_pages_that_exist():
