@@ -121,6 +121,15 @@ BENCHMARKS = (
             Figure("catch-up all committed", lambda d: all(t["completed"] for t in d["trials"]), "true", bool),
         ),
     ),
+    Benchmark(
+        "dashboard", "dashboard.py", (), ("--quick",),
+        (
+            Figure("dashboard load to interactive p95 s", _at("page_load", "warm_s", "p95"), "<= 2", lambda v: v <= 2),
+            Figure("dashboard gold_kpi -> on screen p95 s", _at("gold_to_screen", "from_gold_kpi_materialization_s", "p95"), "<= 5", lambda v: v <= 5),
+            Figure("per-minute run, dashboard open / closed (p50)", _at("per_minute_run", "open_over_closed_p50"), "< 1.05", lambda v: v < 1.05),
+            Figure("gold snapshot publication p50 s (in runs)", _at("snapshot", "in_runs_s", "p50"), "-"),
+        ),
+    ),
 )  # fmt: skip
 
 
