@@ -65,11 +65,11 @@ import pandas as pd  # noqa: E402
 from bench_common import emit, summary, tree  # noqa: E402
 
 from stock_platform.producer.sources import simulated_symbols  # noqa: E402
+from stock_platform.services.browser import BrowserError, Chromium  # noqa: E402
+from stock_platform.services.dashboard_server import running_dashboard  # noqa: E402
+from stock_platform.services.gold_seed import Feed, dbt_env, materialize_gold  # noqa: E402
+from stock_platform.services.raw_quotes import DUCKDB_RAW_TABLE_DDL, duckdb_rows  # noqa: E402
 from stock_platform.settings import gold_snapshot_path  # noqa: E402
-from stock_platform_tests.dashboard.dashboard_server import running_dashboard  # noqa: E402
-from stock_platform_tests.dashboard.gold_seed import Feed, dbt_env, materialize_gold  # noqa: E402
-from stock_platform_tests.transform.raw_quotes import DUCKDB_RAW_TABLE_DDL, duckdb_rows  # noqa: E402
-from stock_platform_tests.ui_browser import BrowserError, Chromium  # noqa: E402
 
 TARGETS = {
     "interactive_p95_s": 2.0,

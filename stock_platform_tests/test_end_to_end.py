@@ -29,11 +29,11 @@ from stock_platform.partitions import minute_key_from_ms, minute_window_ms
 from stock_platform.resources.kafka import KafkaResource
 from stock_platform.services.paths import PROJECT_ROOT
 from stock_platform.services.process import log_tail, stop_process
+from stock_platform.services.raw_quotes import Quote
 from stock_platform_tests.ingestion.ingest_helpers import produce
 from stock_platform_tests.isolated_platform import isolated_platform_env
 from stock_platform_tests.kafka_topics import by_offset
 from stock_platform_tests.transform import expected_gold
-from stock_platform_tests.transform.raw_quotes import Quote
 
 pytestmark = pytest.mark.integration
 

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 
+from stock_platform.services.browser import BrowserError, Chromium
 from stock_platform.services.paths import PROJECT_ROOT
 from stock_platform.services.process import MissingPrerequisite, free_port, log_tail, stop_process
 from stock_platform_tests.isolated_platform import isolated_platform_env
-from stock_platform_tests.ui_browser import BrowserError, Chromium
 
 GROUPS = {"ingestion", "bronze", "silver", "gold"}
 ASSETS = {

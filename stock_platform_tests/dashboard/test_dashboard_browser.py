@@ -24,12 +24,12 @@ import duckdb
 import pytest
 
 from stock_platform.dashboard.figures import NO_VOLATILITY_COLOUR
+from stock_platform.services.browser import Chromium
+from stock_platform.services.dashboard_server import Dashboard, running_dashboard
+from stock_platform.services.gold_seed import Feed, append_raw, materialize_gold, seeded_warehouse
 from stock_platform.services.paths import PROJECT_ROOT
+from stock_platform.services.raw_quotes import Quote, envelope
 from stock_platform.settings import gold_snapshot_path
-from stock_platform_tests.dashboard.dashboard_server import Dashboard, running_dashboard
-from stock_platform_tests.dashboard.gold_seed import Feed, append_raw, materialize_gold, seeded_warehouse
-from stock_platform_tests.transform.raw_quotes import Quote, envelope
-from stock_platform_tests.ui_browser import Chromium
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ import duckdb
 import pytest
 
 from stock_platform.dashboard.gold_reader import GOLD_TABLES, candle_filters
+from stock_platform.services.gold_seed import Feed, append_raw, dbt_env, materialize_gold
 from stock_platform.settings import gold_snapshot_path
-from stock_platform_tests.dashboard.gold_seed import Feed, append_raw, dbt_env, materialize_gold
 
 pytestmark = pytest.mark.slow  # dbt builds in process (seconds each)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stock_platform.quotes import InvalidQuote, validate_record
-from stock_platform_tests.transform.raw_quotes import Quote
+from stock_platform.services.raw_quotes import Quote
 
 ROUND = 9  # digits compared; both warehouses compute in double precision
 

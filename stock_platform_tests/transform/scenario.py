@@ -11,7 +11,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from stock_platform_tests.transform.raw_quotes import Quote, envelope
+from stock_platform.services.raw_quotes import Quote, envelope
 
 SYMBOLS = ("AAA", "BBB", "CCC")
 

@@ -22,12 +22,12 @@ import pytest
 import snowflake.connector
 
 from stock_platform.partitions import minute_key
+from stock_platform.services.raw_quotes import insert_duckdb, insert_snowflake
 from stock_platform.transform.definitions import dbt_model_assets, project
 from stock_platform.transform.project import dbt_executable
 from stock_platform.transform.window import dbt_build_args
 from stock_platform_tests.fakesnow_databases import create_bronze_database, dbt_env
 from stock_platform_tests.transform import expected_gold
-from stock_platform_tests.transform.raw_quotes import insert_duckdb, insert_snowflake
 from stock_platform_tests.transform.scenario import Scenario, build_scenario
 
 pytestmark = pytest.mark.integration

@@ -28,11 +28,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stock_platform.quotes import MAX_PRICE, MIN_PRICE
+from stock_platform.services.raw_quotes import DUCKDB_RAW_TABLE_DDL, Quote, envelope, insert_duckdb
 from stock_platform_tests.fakesnow_databases import create_bronze_database, dbt_env
 from stock_platform_tests.transform import expected_gold
 from stock_platform_tests.transform.dbt_in_process import DbtInProcess
 from stock_platform_tests.transform.expected_gold import LoadedRow
-from stock_platform_tests.transform.raw_quotes import DUCKDB_RAW_TABLE_DDL, Quote, envelope, insert_duckdb
 
 pytestmark = pytest.mark.integration
 

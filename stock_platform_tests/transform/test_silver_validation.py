@@ -46,10 +46,10 @@ from stock_platform.quotes import (
     InvalidQuote,
     validate_record,
 )
+from stock_platform.services.raw_quotes import DUCKDB_RAW_TABLE_DDL
 from stock_platform.transform.project import DBT_PROJECT_DIR
 from stock_platform_tests.fakesnow_databases import create_bronze_database, dbt_env
 from stock_platform_tests.transform.dbt_in_process import DbtInProcess
-from stock_platform_tests.transform.raw_quotes import DUCKDB_RAW_TABLE_DDL
 
 pytestmark = pytest.mark.integration
 

@@ -12,9 +12,9 @@ import duckdb
 import pytest
 import snowflake.connector
 
+from stock_platform.services.raw_quotes import Quote, envelope, insert_duckdb, insert_snowflake
 from stock_platform_tests.fakesnow_databases import create_bronze_database, dbt_env
 from stock_platform_tests.transform.dbt_in_process import DbtInProcess
-from stock_platform_tests.transform.raw_quotes import Quote, envelope, insert_duckdb, insert_snowflake
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ import duckdb
 
 from stock_platform.producer.publisher import build_record
 from stock_platform.producer.sources import SimulatedSource, simulated_symbols
-from stock_platform_tests.transform.raw_quotes import envelope, insert_duckdb
+from stock_platform.services.raw_quotes import envelope, insert_duckdb
 
 
 class Feed:
