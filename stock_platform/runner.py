@@ -216,16 +216,17 @@ def run(args: argparse.Namespace) -> int:
     import dagster as dg
 
     try:
-        home = load_settings().home
+        started_with = load_settings()
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    home = started_with.home
     kafka_was_running = manage.running(home, "kafka") is not None
     services_args = argparse.Namespace(kafka_port=args.kafka_port, s3_port=7070, fakesnow_port=8085)
     if port_open("127.0.0.1", args.port):
         print(f"error: port {args.port} on 127.0.0.1 is in use; pass --port", file=sys.stderr)
         return 1
-    dashboard_port = args.dashboard_port or load_settings().dashboard_port
+    dashboard_port = args.dashboard_port or started_with.dashboard_port
     if not args.no_dashboard and port_open("127.0.0.1", dashboard_port):
         print(
             f"error: port {dashboard_port} on 127.0.0.1 is in use; pass --dashboard-port or --no-dashboard",

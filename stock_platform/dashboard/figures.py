@@ -216,6 +216,10 @@ def _worst(row: list[float], side: float) -> float:
 
 
 TREEMAP_WIDTH, TREEMAP_HEIGHT = 100.0, 62.0
+# The tiles' box as the chart's x and y (no axes; y downwards, as the layout is computed).
+BOX_X = {"type": "quantitative", "axis": None, "scale": {"domain": [0, TREEMAP_WIDTH], "nice": False}}
+BOX_Y = {"type": "quantitative", "axis": None,
+         "scale": {"domain": [0, TREEMAP_HEIGHT], "nice": False, "reverse": True}}  # fmt: skip
 
 
 def treemap_rows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -246,9 +250,6 @@ def treemap_rows(frame: pd.DataFrame) -> pd.DataFrame:
 def treemap_spec() -> dict[str, Any]:
     """gold_treechart as tiles: size = avg_price, colour = relative_volatility (grey: no volatility yet),
     with a colour legend; data: ``treemap_rows(frame)``."""
-    box_x = {"type": "quantitative", "axis": None, "scale": {"domain": [0, TREEMAP_WIDTH], "nice": False}}
-    box_y = {"type": "quantitative", "axis": None,
-             "scale": {"domain": [0, TREEMAP_HEIGHT], "nice": False, "reverse": True}}  # fmt: skip
     tooltip = [
         {"field": "symbol", "type": "nominal"},
         {"field": "avg_price", "type": "quantitative", "format": ",.2f", "title": "avg price (size)"},
@@ -271,8 +272,8 @@ def treemap_spec() -> dict[str, Any]:
                 "name": "tiles",
                 "mark": {"type": "rect", "stroke": "white", "strokeWidth": 1.5},
                 "encoding": {
-                    "x": {"field": "x", **box_x}, "x2": {"field": "x2"},
-                    "y": {"field": "y", **box_y}, "y2": {"field": "y2"},
+                    "x": {"field": "x", **BOX_X}, "x2": {"field": "x2"},
+                    "y": {"field": "y", **BOX_Y}, "y2": {"field": "y2"},
                     "color": {
                         "condition": {"test": "!datum.has_volatility", "value": NO_VOLATILITY_COLOUR},
                         "field": "colour_value", "type": "quantitative",
@@ -282,32 +283,21 @@ def treemap_spec() -> dict[str, Any]:
                     "tooltip": tooltip,
                 },
             },
-            {
-                "name": "labels",
-                "transform": [labels],
-                "mark": {"type": "text", "align": "left", "baseline": "top", "dx": 4, "dy": 4, "fontWeight": "bold"},
-                "encoding": {"x": {"field": "x", **box_x}, "y": {"field": "y", **box_y}, "text": {"field": "symbol"}},
-            },
-            {
-                "name": "details",
-                "transform": [details],
-                "mark": {"type": "text", "align": "left", "baseline": "top", "dx": 4, "dy": 19, "fontSize": 10},
-                "encoding": {
-                    "x": {"field": "x", **box_x}, "y": {"field": "y", **box_y},
-                    "text": {"field": "price_text"},
-                },
-            },
-            {
-                "name": "volatility",
-                "transform": [details],
-                "mark": {"type": "text", "align": "left", "baseline": "top", "dx": 4, "dy": 32, "fontSize": 10},
-                "encoding": {
-                    "x": {"field": "x", **box_x}, "y": {"field": "y", **box_y},
-                    "text": {"field": "vol_text"},
-                },
-            },
+            tile_text("labels", "symbol", labels, dy=4, fontWeight="bold"),
+            tile_text("details", "price_text", details, dy=19, fontSize=10),
+            tile_text("volatility", "vol_text", details, dy=32, fontSize=10),
         ],
     }  # fmt: skip
+
+
+def tile_text(name: str, field: str, where: dict[str, str], dy: int, **style: Any) -> dict[str, Any]:
+    """A text layer at each tile's top-left corner, ``dy`` pixels down, for the tiles ``where`` keeps."""
+    return {
+        "name": name,
+        "transform": [where],
+        "mark": {"type": "text", "align": "left", "baseline": "top", "dx": 4, "dy": dy, **style},
+        "encoding": {"x": {"field": "x", **BOX_X}, "y": {"field": "y", **BOX_Y}, "text": {"field": field}},
+    }
 
 
 def treemap_legend_html(window_start: dt.datetime | None, window_end: dt.datetime | None) -> str:

@@ -7,10 +7,9 @@ materializing the real dbt assets, which also publish the dashboard's snapshot.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import duckdb
 from stock_platform.producer.publisher import build_record
 from stock_platform.producer.sources import SimulatedSource, simulated_symbols
 from stock_platform.services.raw_quotes import envelope, insert_duckdb
+from stock_platform.transform.window import environment
 
 
 class Feed:
@@ -55,19 +55,9 @@ def append_raw(warehouse: Path, envelopes: Sequence[dict[str, Any]]) -> None:
         insert_duckdb(conn, envelopes)
 
 
-@contextmanager
-def dbt_env(warehouse: Path) -> Iterator[None]:
+def dbt_env(warehouse: Path) -> contextlib.AbstractContextManager[None]:
     """DBT_TARGET and DUCKDB_PATH for an in-process build, restored afterwards."""
-    saved = {name: os.environ.get(name) for name in ("DBT_TARGET", "DUCKDB_PATH")}
-    os.environ.update({"DBT_TARGET": "duckdb", "DUCKDB_PATH": str(warehouse)})
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    return environment({"DBT_TARGET": "duckdb", "DUCKDB_PATH": str(warehouse)})
 
 
 def materialize_gold(warehouse: Path, partition_key: str, views: bool = False) -> None:
