@@ -33,6 +33,8 @@ APPEND_TIME = "LogAppendTime"
 RETENTION_MS = 60 * 24 * 3600 * 1000
 QUOTE_TOPIC_CONFIG = {TIMESTAMP_TYPE: APPEND_TIME, "retention.ms": str(RETENTION_MS)}
 TOPIC_FIX_COMMAND = "stock-platform topic ensure"
+# With the producer's acks=all, a write is acknowledged once this many replicas have it (docs/kafka.md).
+MIN_INSYNC_REPLICAS = "min.insync.replicas"
 
 
 class TopicMisconfigured(RuntimeError):
@@ -77,12 +79,25 @@ def ensure_topic(
 CREATED, SWITCHED, UNCHANGED = "created", "switched", "unchanged"
 
 
-def ensure_quote_topic(admin: AdminClient, topic: str, partitions: int, replication_factor: int = -1) -> str:
+def ensure_quote_topic(
+    admin: AdminClient,
+    topic: str,
+    partitions: int,
+    replication_factor: int = -1,
+    min_insync_replicas: int | None = None,
+) -> str:
     """Create the quote topic with append-time stamps, or switch an existing one to them.
+
+    ``replication_factor`` -1 and ``min_insync_replicas`` None take the broker's defaults
+    (``default.replication.factor``, ``min.insync.replicas``); on a cluster that should survive a broker,
+    3 and 2 (docs/kafka.md). Both apply only when the topic is created.
 
     Returns CREATED, SWITCHED (it kept its producers' timestamps) or UNCHANGED.
     """
-    if ensure_topic(admin, topic, partitions, replication_factor, QUOTE_TOPIC_CONFIG):
+    config = dict(QUOTE_TOPIC_CONFIG)
+    if min_insync_replicas is not None:
+        config[MIN_INSYNC_REPLICAS] = str(min_insync_replicas)
+    if ensure_topic(admin, topic, partitions, replication_factor, config):
         return CREATED
     if timestamp_type(admin, topic) == APPEND_TIME:
         return UNCHANGED
@@ -101,7 +116,17 @@ def timestamp_type(admin: AdminClient, topic: str, timeout_s: float = 10.0) -> s
     while True:
         try:
             future = admin.describe_configs([resource], request_timeout=timeout_s)[resource]
-            configs = future.result(timeout=timeout_s)
+            try:
+                configs = future.result(timeout=timeout_s)
+            except TimeoutError:
+                # A request that went to a broker which then died (a cluster losing a node) is never
+                # answered; as a KafkaException it is reported (and retried) like any other Kafka error
+                # instead of surfacing as a bare TimeoutError with no message.
+                raise KafkaException(
+                    KafkaError(
+                        KafkaError._TIMED_OUT, f"no broker answered describe_configs within {timeout_s:g} s"
+                    )
+                ) from None
             break
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None

@@ -1,31 +1,36 @@
 """The one partitions definition: a partition is a UTC minute of Kafka message time.
 
-Dagster advises at most ~100,000 partitions per asset and a year of minutes is 525,600, so the set is
-bounded by a moving start: the first partition is ``retention_days`` before today (UTC midnight), which
-also matches how long Kafka keeps the records a minute is re-read from. 60 days is 86,400 partitions.
-The start moves once a day, not at every load, so a code location reloaded within a day keeps the same
-definition.
+The set is a moving window: the first partition is UTC midnight ``window_days`` before today, and
+``window_days`` is the successful runs' retention (HISTORY_SUCCESS_DAYS, default 3: 4,320 to 5,760 minutes
+per asset). A minute whose run the history purge deleted has no status left for the UI to show, so a longer
+window would only list such minutes as "missing"; and the UI pays per listed partition when it rebuilds
+its partition-status cache (docs/operations.md). Older minutes stay replayable: the raw objects in the lake
+(`stock-platform rebuild`), and Kafka's 60-day topic retention, whose records before the window are taken
+in by the window's first minute (orchestration/planning.py).
 
-Everything here besides ``minute_partitions`` is plain arithmetic on keys and instants: nothing asks the
-partitions definition for its keys, which for 86,400 minutes is far too slow for a sensor tick.
+The start moves once a day, not at every load, so a code location reloaded within a day keeps the same
+definition. Everything here besides ``minute_partitions`` is plain arithmetic on keys and instants: nothing
+asks the partitions definition for its keys, which is far too slow for a sensor tick.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import dagster as dg
 
+from stock_platform.settings import Settings, load_settings
+
 MINUTE_KEY_FORMAT = "%Y-%m-%d-%H:%M"
-DEFAULT_RETENTION_DAYS = 60
+DEFAULT_WINDOW_DAYS: int = Settings.model_fields["history_success_days"].default
 MINUTE = dt.timedelta(minutes=1)
 MINUTE_MS = 60_000
 
 
-def partitions_start(today: dt.date, retention_days: int = DEFAULT_RETENTION_DAYS) -> dt.datetime:
-    """The first minute kept: UTC midnight ``retention_days`` before ``today``."""
-    first_day = today - dt.timedelta(days=retention_days)
+def partitions_start(today: dt.date, window_days: int = DEFAULT_WINDOW_DAYS) -> dt.datetime:
+    """The first minute listed: UTC midnight ``window_days`` before ``today``."""
+    first_day = today - dt.timedelta(days=window_days)
     return dt.datetime(first_day.year, first_day.month, first_day.day, tzinfo=dt.UTC)
 
 
@@ -42,7 +47,22 @@ def build_minute_partitions(start: dt.datetime) -> dg.TimeWindowPartitionsDefini
 # minute; every partitioned asset uses the same policy so a run covers the same minutes end to end.
 CATCH_UP_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=60)
 
-minute_partitions = build_minute_partitions(partitions_start(dt.datetime.now(dt.UTC).date()))
+minute_partitions = build_minute_partitions(
+    partitions_start(dt.datetime.now(dt.UTC).date(), load_settings().history_success_days)
+)
+
+
+# Dagster's run tags that name a run's partition, or the first and last of its range.
+PARTITION_TAG = "dagster/partition"
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+def run_minute_range(tags: Mapping[str, str]) -> tuple[str, str] | None:
+    """The first and last minute key of a run, from its tags (None for an unpartitioned run)."""
+    first = tags.get(PARTITION_TAG) or tags.get(RANGE_START_TAG)
+    last = tags.get(PARTITION_TAG) or tags.get(RANGE_END_TAG)
+    return (first, last) if first and last else None
 
 
 def minute_key(moment: dt.datetime) -> str:

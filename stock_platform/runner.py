@@ -2,7 +2,8 @@
 
 Starts (or reuses) the local Kafka broker, the quote producer (simulated unless FINNHUB_API_KEY is set),
 the live dashboard of the gold tables, and Dagster's webserver + daemon on a SQLite instance under ``<STOCK_PLATFORM_HOME>/dagster_home``, where
-the lag sensor turns each closed minute into a run. Ctrl-C stops what it started.
+the lag sensor turns each closed minute into a run (``--postgres``: the instance's storage in a throwaway
+local PostgreSQL instead, as compose keeps it). Ctrl-C stops what it started.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from stock_platform.services import manage
 from stock_platform.services.paths import PROJECT_ROOT
+from stock_platform.services.postgres import PostgresServer
 from stock_platform.services.process import MissingPrerequisite, ServiceFailed, port_open, spawn, stop_process
 from stock_platform.settings import Settings, SettingsError, load_settings
 
@@ -32,17 +34,31 @@ LOCAL_RUN_LAUNCHER = {
     "module": "stock_platform.orchestration.warm_launcher",
     "class": "WarmRunLauncher",
 }
-LOCAL_HEADER = "# Written by `stock-platform run`: a local instance (SQLite under this folder).\n"
+# The first line of every config this command writes: a file that starts otherwise was edited by hand.
+LOCAL_MARK = "# Written by `stock-platform run`"
+LOCAL_HEADER = f"{LOCAL_MARK}: a local instance (SQLite under this folder).\n"
+POSTGRES_HEADER = (
+    f"{LOCAL_MARK} --postgres: a local instance on the run's throwaway PostgreSQL, with\n"
+    "# docker/dagster.yaml's storage section (its port: the local server's); DAGSTER_POSTGRES_* come from\n"
+    "# the run's environment, as they do in compose.\n"
+)
 
 
-def local_instance_yaml() -> str:
-    """The local instance config: the policy sections of docker/dagster.yaml and the warm launcher."""
+def local_instance_yaml(postgres_port: int | None = None) -> str:
+    """The local instance config: the policy sections of docker/dagster.yaml and the warm launcher, and,
+    given the port of a local PostgreSQL, docker/dagster.yaml's storage section pointed at it."""
     import yaml  # type: ignore[import-untyped]  # PyYAML, which Dagster depends on, ships no types
 
     deployed = yaml.safe_load(POLICY_SOURCE.read_text())
     policy = {name: deployed[name] for name in POLICY_SECTIONS if name in deployed}
+    header = LOCAL_HEADER
+    if postgres_port is not None:
+        # The deployed section itself (its driver scheme among the rest); only the port is compose's own.
+        policy = {"storage": deployed["storage"], **policy}
+        policy["storage"]["postgres"]["postgres_db"]["port"] = postgres_port
+        header = POSTGRES_HEADER
     return (
-        f"{LOCAL_HEADER}# Its run policy is copied from docker/dagster.yaml, where it is explained; runs are\n"
+        f"{header}# Its run policy is copied from docker/dagster.yaml, where it is explained; runs are\n"
         "# forked from a warm run host (stock_platform/orchestration/warm_launcher.py).\n"
         + yaml.safe_dump({**policy, "run_launcher": LOCAL_RUN_LAUNCHER}, sort_keys=False)
     )
@@ -68,9 +84,9 @@ def platform_env(home: Path, kafka_settings: dict[str, str]) -> dict[str, str]:
     return {**platform_defaults(home, kafka_settings), **os.environ}
 
 
-def prepare_dagster_home(dagster_home: Path) -> None:
+def prepare_dagster_home(dagster_home: Path, postgres_port: int | None = None) -> None:
     """Write the instance config (one a user edited, without our header line, is left alone) and create
-    the instance's SQLite tables.
+    the instance's tables (SQLite, or the local PostgreSQL's on ``postgres_port``).
 
     The tables must exist before the webserver, daemon and code server start: when they all create them
     at once, their schema migrations race and leave the instance unusable.
@@ -79,8 +95,8 @@ def prepare_dagster_home(dagster_home: Path) -> None:
 
     dagster_home.mkdir(parents=True, exist_ok=True)
     config = dagster_home / "dagster.yaml"
-    if not config.exists() or config.read_text().startswith(LOCAL_HEADER):
-        config.write_text(local_instance_yaml())
+    if not config.exists() or config.read_text().startswith(LOCAL_MARK):
+        config.write_text(local_instance_yaml(postgres_port))
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         instance.get_runs(limit=1)
         instance.all_instigator_state()
@@ -128,6 +144,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="live dashboard port on 127.0.0.1 (default DASHBOARD_PORT, 8501)",
     )
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="keep Dagster's runs and events in a throwaway local PostgreSQL with docker/dagster.yaml's "
+        "storage settings, as compose does (gone when the run stops; default: SQLite under the home)",
+    )
     parser.add_argument("--symbols", type=int, default=20, help="simulated feed: number of symbols")
     parser.add_argument("--rate", type=float, default=20.0, help="simulated feed: quotes per second in all")
 
@@ -144,6 +166,7 @@ def minutes_in_gold(instance: Any, since: float) -> int:
     import dagster as dg
 
     from stock_platform.orchestration.planning import minutes_between
+    from stock_platform.partitions import run_minute_range
 
     count = 0
     runs = instance.get_runs(
@@ -154,10 +177,9 @@ def minutes_in_gold(instance: Any, since: float) -> int:
         )
     )
     for run in runs:
-        first = run.tags.get("dagster/partition") or run.tags.get("dagster/asset_partition_range_start")
-        last = run.tags.get("dagster/partition") or run.tags.get("dagster/asset_partition_range_end")
-        if first and last:
-            count += minutes_between(first, last)
+        minutes = run_minute_range(run.tags)
+        if minutes is not None:
+            count += minutes_between(*minutes)
     return count
 
 
@@ -245,38 +267,56 @@ def run(args: argparse.Namespace) -> int:
         if not kafka_was_running:
             manage.down(["kafka"], home)
         return 1
-    prepare_dagster_home(settings.dagster_home_dir)
-    # This process reads the same instance to follow the runs.
-    os.environ["DAGSTER_HOME"] = str(settings.dagster_home_dir)
+    postgres: PostgresServer | None = None
+    if args.postgres:
+        try:
+            postgres = PostgresServer(home / "services" / "postgres").start()
+        except (MissingPrerequisite, ServiceFailed) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            if not kafka_was_running:
+                manage.down(["kafka"], home)
+            return 1
+        # The instance config reads these (as compose's does); this server's win over the shell's, and this
+        # process opens the instance too.
+        env.update(postgres.dagster_storage_env())
+        os.environ.update(postgres.dagster_storage_env())
     platform = Platform(home / "logs", env)
-    if not args.no_producer:
-        platform.start("producer", producer_command(settings, args))
-    platform.start("dagster", [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
-                               "-h", "127.0.0.1", "-p", str(args.port)])  # fmt: skip
-    if not args.no_dashboard:
-        platform.start("dashboard", [sys.executable, "-m", "stock_platform.cli", "dashboard",
-                                     "--port", str(dashboard_port)])  # fmt: skip
-    started = time.time()
-    print(f"Dagster UI:      http://127.0.0.1:{args.port}  (log: {home / 'logs' / 'dagster.log'})")
-    if not args.no_dashboard:
-        print(f"Dashboard:       http://127.0.0.1:{dashboard_port}  (log: {home / 'logs' / 'dashboard.log'})")
-    print(f"Kafka:           {kafka_settings['KAFKA_BOOTSTRAP_SERVERS']}")
-    print(f"Warehouse file:  {settings.duckdb_file}")
-    print(f"Raw objects:     {settings.lake_root}")
-    if args.minutes:
-        print(f"Stopping once {args.minutes} closed minute(s) reach gold; Ctrl-C stops earlier.")
-    else:
-        print("Ctrl-C stops everything.")
-
     stopping = False
 
     def _stop(signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
+    # From here on whatever was started is stopped on the way out, a failure to start included.
     try:
+        prepare_dagster_home(settings.dagster_home_dir, postgres.port if postgres is not None else None)
+        # This process reads the same instance to follow the runs.
+        os.environ["DAGSTER_HOME"] = str(settings.dagster_home_dir)
+        if not args.no_producer:
+            platform.start("producer", producer_command(settings, args))
+        platform.start("dagster", [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
+                                   "-h", "127.0.0.1", "-p", str(args.port)])  # fmt: skip
+        if not args.no_dashboard:
+            platform.start("dashboard", [sys.executable, "-m", "stock_platform.cli", "dashboard",
+                                         "--port", str(dashboard_port)])  # fmt: skip
+        started = time.time()
+        print(f"Dagster UI:      http://127.0.0.1:{args.port}  (log: {home / 'logs' / 'dagster.log'})")
+        if not args.no_dashboard:
+            print(
+                f"Dashboard:       http://127.0.0.1:{dashboard_port}  (log: {home / 'logs' / 'dashboard.log'})"
+            )
+        print(f"Kafka:           {kafka_settings['KAFKA_BOOTSTRAP_SERVERS']}")
+        if postgres is not None:
+            where = f"{postgres.host}:{postgres.port}, database {postgres.db}"
+            print(f"Dagster storage: PostgreSQL {where}  (log: {postgres.log_path})")
+        print(f"Warehouse file:  {settings.duckdb_file}")
+        print(f"Raw objects:     {settings.lake_root}")
+        if args.minutes:
+            print(f"Stopping once {args.minutes} closed minute(s) reach gold; Ctrl-C stops earlier.")
+        else:
+            print("Ctrl-C stops everything.")
+        signal.signal(signal.SIGINT, _stop)
+        signal.signal(signal.SIGTERM, _stop)
         with dg.DagsterInstance.get() as instance:
             reached = 0
             while not stopping:
@@ -300,6 +340,9 @@ def run(args: argparse.Namespace) -> int:
                     time.sleep(1)
     finally:
         platform.stop_all()
+        if postgres is not None:
+            postgres.stop()
+            print("stopped postgres")
         if not kafka_was_running:
             manage.down(["kafka"], home)
     if args.minutes and not stopping:

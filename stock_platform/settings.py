@@ -113,6 +113,14 @@ class Settings(_Variables):
     lag_warn_threshold: NonNegativeInt = 10_000
     gold_fresh_within_seconds: PositiveInt = 180
     catch_up_batch_minutes: PositiveInt = 60
+    # dbt's data tests run every this many minutes (dbt_tests_job), not in every minute's run
+    dbt_tests_every_minutes: PositiveInt = 15
+
+    # Instance history (orchestration/purge.py, docs/operations.md). Successful runs also bound the minute
+    # partitions the UI lists (partitions.py): a minute whose run was purged has no status left to show.
+    history_success_days: PositiveInt = 3
+    history_failure_days: PositiveInt = 14
+    history_runless_days: PositiveInt = 1
 
     # Live dashboard (stock_platform/dashboard): it reads gold as the read-only BI role on Snowflake
     # (sql/snowflake/bi_reader.sql), and a snapshot file of gold on DuckDB

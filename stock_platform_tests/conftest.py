@@ -1,7 +1,7 @@
 """Session fixtures: the real local services the integration tests talk to, started on free ports.
 
-A missing prerequisite (Java, Maven, Go) raises MissingPrerequisite with what to install, so a test that
-needs the service errors loudly instead of skipping.
+A missing prerequisite (Java, Maven, Go, PostgreSQL) raises MissingPrerequisite with what to install, so a
+test that needs the service errors loudly instead of skipping.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, settings
 
 from stock_platform.services.fakesnow import FakesnowServer
 from stock_platform.services.kafka import KafkaBroker
+from stock_platform.services.postgres import PostgresServer
 from stock_platform.services.s3 import S3Server
 
 # Per-example wall-time limits measure the machine, not the code: on 2 shared cores with a broker and dbt
@@ -42,6 +43,15 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 @pytest.fixture(scope="session")
 def fakesnow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakesnowServer]:
     server = FakesnowServer(tmp_path_factory.mktemp("fakesnow")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    server = PostgresServer(tmp_path_factory.mktemp("postgres")).start()
     try:
         yield server
     finally:

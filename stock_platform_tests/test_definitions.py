@@ -47,9 +47,9 @@ def test_dagster_cli_validates_the_workspace():
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
 
 
-def test_the_lag_sensor_runs_the_minute_pipeline_job_by_default():
+def test_the_lag_sensor_runs_the_minute_pipeline_job_and_the_dbt_tests_by_default():
     sensor = defs.resolve_sensor_def("kafka_lag_sensor")
-    assert sensor.job_name == "minute_pipeline_job"
+    assert {job.name for job in sensor.jobs} == {"minute_pipeline_job", "dbt_tests_job"}
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     # Below Dagster's 5 s sensor loop, so every loop ticks (sensors.py).
     assert sensor.minimum_interval_seconds == 4
@@ -58,3 +58,11 @@ def test_the_lag_sensor_runs_the_minute_pipeline_job_by_default():
         "kafka_quote_batch", "raw_quote_object", "raw_quote_table", "silver_quotes", "silver_rejected_quotes",
         "gold_kpi", "gold_candlestick",
     }  # fmt: skip
+
+
+def test_the_history_purge_runs_hourly_by_default_with_the_settings_retention():
+    schedule = defs.resolve_schedule_def("purge_history_schedule")
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert schedule.cron_schedule == "17 * * * *" and schedule.job_name == "purge_history_job"
+    retention = defs.resources["history"]  # type: ignore[index]
+    assert (retention.success_days, retention.failure_days, retention.runless_days) == (3, 14, 1)

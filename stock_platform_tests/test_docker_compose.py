@@ -393,9 +393,12 @@ def test_dagster_yaml_uses_postgres_from_env_and_a_bounded_run_queue(
         "password": {"env": "DAGSTER_POSTGRES_PASSWORD"},
         "db_name": {"env": "DAGSTER_POSTGRES_DB"},
         "port": 5432,
+        # SQLAlchemy 2.1 maps a bare `postgresql://` to psycopg 3, which is not installed.
+        "scheme": "postgresql+psycopg2",
     }
-    # Let Dagster validate the rest of the file: the same config on SQLite storage (dagster-postgres is only
-    # installed in the image) must load into an instance with the queue limits we meant.
+    # Let Dagster validate the rest of the file: the same config on SQLite storage (no Postgres server here;
+    # test_postgres_instance.py loads the storage section itself against a real one) must load into an
+    # instance with the queue limits we meant.
     config["storage"] = {"sqlite": {"base_dir": str(tmp_path / "storage")}}
     (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(config))
     for name in dagster_yaml_env_vars(DOCKER_DIR / "dagster.yaml") - {"DAGSTER_POSTGRES_HOST"}:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from stock_platform.partitions import (
-    DEFAULT_RETENTION_DAYS,
+    DEFAULT_WINDOW_DAYS,
     build_minute_partitions,
     is_known_minute,
     minute_key,
@@ -53,12 +53,15 @@ def test_minute_keys_between_is_inclusive_and_lazy():
     assert [next(a_year) for _ in range(2)] == ["2026-11-28-23:58", "2026-11-28-23:59"]
 
 
-def test_partition_set_starts_at_the_retention_horizon_and_stays_under_dagsters_advice():
-    assert partitions_start(dt.date(2026, 11, 28)) == dt.datetime(2026, 9, 29, tzinfo=dt.UTC)
-    assert minute_partitions.start.date() == dt.datetime.now(dt.UTC).date() - dt.timedelta(days=60)
+def test_partition_set_starts_at_the_retention_horizon_and_stays_small():
+    assert partitions_start(dt.date(2026, 11, 28)) == dt.datetime(2026, 11, 25, tzinfo=dt.UTC)
+    assert partitions_start(dt.date(2026, 3, 1), 30) == dt.datetime(2026, 1, 30, tzinfo=dt.UTC)
+    assert minute_partitions.start.date() == dt.datetime.now(dt.UTC).date() - dt.timedelta(
+        days=DEFAULT_WINDOW_DAYS
+    )
     # Counted by arithmetic: asking Dagster for every key of a large set is the slow path to avoid.
-    minutes = (DEFAULT_RETENTION_DAYS + 1) * 24 * 60
-    assert minutes == 87_840 < 100_000
+    minutes = (DEFAULT_WINDOW_DAYS + 1) * 24 * 60
+    assert minutes == 5_760 < 100_000
     assert minute_partitions.cron_schedule == "* * * * *"
     assert minute_partitions.timezone == "UTC"
 

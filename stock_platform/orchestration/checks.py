@@ -24,12 +24,13 @@ class LagSensorConfig(dg.ConfigurableResource):
 
     The checks read it too, so a check run from the UI judges by the same thresholds as the sensor's ticks.
     The orchestration Definitions set it from LAG_WARN_THRESHOLD, GOLD_FRESH_WITHIN_SECONDS and
-    CATCH_UP_BATCH_MINUTES; the defaults here are those variables' defaults.
+    CATCH_UP_BATCH_MINUTES and DBT_TESTS_EVERY_MINUTES; the defaults here are those variables' defaults.
     """
 
     lag_warn_threshold: int = _default("lag_warn_threshold")
     fresh_within_s: int = _default("gold_fresh_within_seconds")
     batch_minutes: int = _default("catch_up_batch_minutes")
+    tests_every_minutes: int = _default("dbt_tests_every_minutes")
     max_runs_per_tick: int = 4
     retry_after_s: float = 30.0
 

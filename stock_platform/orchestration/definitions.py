@@ -1,12 +1,14 @@
-"""Orchestration's Definitions: the per-minute job, the lag sensor and the checks it evaluates.
+"""Orchestration's Definitions: the per-minute job, the dbt tests job, the lag sensor and the checks it
+evaluates, and the hourly history purge.
 
-The sensor's and the checks' tuning comes from the settings here, at the wiring site (none of it is secret).
+Their tuning comes from the settings here, at the wiring site (none of it is secret).
 """
 
 import dagster as dg
 
 from stock_platform.orchestration.checks import LagSensorConfig, consumer_lag_check, freshness_checks
-from stock_platform.orchestration.jobs import gold_views_automation, minute_pipeline_job
+from stock_platform.orchestration.jobs import dbt_tests_job, gold_views_automation, minute_pipeline_job
+from stock_platform.orchestration.purge import HistoryRetention, purge_history_job, purge_history_schedule
 from stock_platform.orchestration.sensors import kafka_lag_sensor
 from stock_platform.settings import Settings, load_settings
 
@@ -16,12 +18,23 @@ def lag_sensor_config(settings: Settings) -> LagSensorConfig:
         lag_warn_threshold=settings.lag_warn_threshold,
         fresh_within_s=settings.gold_fresh_within_seconds,
         batch_minutes=settings.catch_up_batch_minutes,
+        tests_every_minutes=settings.dbt_tests_every_minutes,
     )
 
 
+def history_retention(settings: Settings) -> HistoryRetention:
+    return HistoryRetention(
+        success_days=settings.history_success_days,
+        failure_days=settings.history_failure_days,
+        runless_days=settings.history_runless_days,
+    )
+
+
+settings = load_settings()
 defs = dg.Definitions(
-    jobs=[minute_pipeline_job],
+    jobs=[minute_pipeline_job, dbt_tests_job, purge_history_job],
     sensors=[kafka_lag_sensor, gold_views_automation],
+    schedules=[purge_history_schedule],
     asset_checks=[consumer_lag_check, *freshness_checks],
-    resources={"lag_sensor": lag_sensor_config(load_settings())},
+    resources={"lag_sensor": lag_sensor_config(settings), "history": history_retention(settings)},
 )

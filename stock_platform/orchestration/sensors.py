@@ -7,15 +7,30 @@ asset, evaluates the lag and gold-freshness checks, and asks the planner which m
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import dagster as dg
 from confluent_kafka import KafkaException
 
 from stock_platform.orchestration.checks import LagSensorConfig, freshness_evaluations, lag_evaluation
-from stock_platform.orchestration.jobs import minute_pipeline_job
-from stock_platform.orchestration.planning import LagCursor, MinuteRange, PreviousRun, plan_runs
-from stock_platform.partitions import MINUTE_MS, minute_key, minute_partitions
+from stock_platform.orchestration.jobs import dbt_tests_job, minute_pipeline_job
+from stock_platform.orchestration.planning import (
+    LagCursor,
+    MinuteRange,
+    PreviousRun,
+    plan_runs,
+    plan_tests,
+    report_due,
+)
+from stock_platform.partitions import (
+    MINUTE_MS,
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    minute_key,
+    minute_key_from_ms,
+    minute_partitions,
+)
 from stock_platform.resources.kafka import KafkaResource, KafkaUnavailable, TopicMisconfigured
 
 SENSOR_NAME = "kafka_lag_sensor"
@@ -71,7 +86,9 @@ def wait_for_close(now: int, grace_ms: int, snapshot_at: Any) -> tuple[int, Any]
 
 def previous_run(instance: dg.DagsterInstance) -> PreviousRun:
     """The state of the newest run this sensor requested: all its runs execute one at a time, in order."""
-    runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/sensor_name": SENSOR_NAME}), limit=1)
+    # The tests runs it requests are not part of that order (each follows a minute run in the queue).
+    recent = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/sensor_name": SENSOR_NAME}), limit=5)
+    runs = [run for run in recent if run.job_name != dbt_tests_job.name][:1]
     if not runs:
         return PreviousRun.NONE
     if runs[0].status in IN_FLIGHT:
@@ -81,14 +98,17 @@ def previous_run(instance: dg.DagsterInstance) -> PreviousRun:
     return PreviousRun.SUCCEEDED
 
 
-def run_request(minutes: MinuteRange) -> dg.RunRequest:
+def run_request(minutes: MinuteRange, job_name: str = minute_pipeline_job.name) -> dg.RunRequest:
+    # Run keys are unique per sensor: the tests runs' keys must never equal a minute run's.
+    run_key = minutes.run_key if job_name == minute_pipeline_job.name else f"{job_name}:{minutes.run_key}"
     if minutes.first == minutes.last:
-        return dg.RunRequest(run_key=minutes.run_key, partition_key=minutes.first)
+        return dg.RunRequest(run_key=run_key, partition_key=minutes.first, job_name=job_name)
     return dg.RunRequest(
-        run_key=minutes.run_key,
+        run_key=run_key,
+        job_name=job_name,
         tags={
-            "dagster/asset_partition_range_start": minutes.first,
-            "dagster/asset_partition_range_end": minutes.last,
+            RANGE_START_TAG: minutes.first,
+            RANGE_END_TAG: minutes.last,
         },
     )
 
@@ -105,12 +125,13 @@ def lag_metadata(snapshot: Any) -> dict[str, Any]:
 
 @dg.sensor(
     name=SENSOR_NAME,
-    job=minute_pipeline_job,
+    jobs=[minute_pipeline_job, dbt_tests_job],
     minimum_interval_seconds=SENSOR_INTERVAL_S,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Every ~5 s, and just after each minute's end: records the ingest group's lag on stock_quotes_topic and requests a run of "
-        "minute_pipeline_job for each closed minute not yet ingested (ranges of minutes when behind)."
+        "minute_pipeline_job for each closed minute not yet ingested (ranges of minutes when behind), and "
+        "dbt_tests_job every DBT_TESTS_EVERY_MINUTES minutes."
     ),
 )
 def kafka_lag_sensor(
@@ -140,16 +161,38 @@ def kafka_lag_sensor(
         earliest_key=minute_key(minute_partitions.start),
         next_record_ms=kafka.next_record_ms,
     )
-    events: list[Any] = [
-        dg.AssetObservation(asset_key="stock_quotes_topic", metadata=lag_metadata(snapshot)),
-        lag_evaluation(snapshot.total_lag, lag_sensor.lag_warn_threshold),
-        *freshness_evaluations(context.instance, now, snapshot.records_recently, lag_sensor.fresh_within_s),
-    ]
+    requests = [run_request(r) for r in plan.ranges]
+    cursor = plan.cursor
+    if plan.ranges:
+        tests, tested_through = plan_tests(
+            cursor.requested_through or plan.ranges[-1].last,
+            cursor.tested_through,
+            lag_sensor.tests_every_minutes,
+            max_minutes=lag_sensor.batch_minutes,
+        )
+        cursor = replace(cursor, tested_through=tested_through)
+        if tests is not None:
+            requests.append(run_request(tests, dbt_tests_job.name))
+
+    lag = lag_evaluation(snapshot.total_lag, lag_sensor.lag_warn_threshold)
+    freshness = freshness_evaluations(
+        context.instance, now, snapshot.records_recently, lag_sensor.fresh_within_s
+    )
+    outcomes = [e.passed for e in (lag, *freshness)]
+    events: list[Any] = []
+    minute = minute_key_from_ms(now)
+    if report_due(cursor, minute, outcomes):
+        events = [
+            dg.AssetObservation(asset_key="stock_quotes_topic", metadata=lag_metadata(snapshot)),
+            lag,
+            *freshness,
+        ]
+        cursor = replace(cursor, reported_minute=minute, reported_outcomes=outcomes)
     if plan.skip_reason is not None:
         context.log.info(plan.skip_reason)
     return dg.SensorResult(
-        run_requests=[run_request(r) for r in plan.ranges],
-        cursor=plan.cursor.to_json(),
+        run_requests=requests,
+        cursor=cursor.to_json(),
         asset_events=events,
         skip_reason=plan.skip_reason,
     )

@@ -86,15 +86,56 @@ def _java() -> str:
     return java
 
 
-def _cluster_id() -> str:
+def new_cluster_id() -> str:
     # Kafka's Uuid text form: URL-safe base64 of 16 bytes without padding. It can start with "-", which
     # is why it is passed as --cluster-id=<id>, never as a separate argument.
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
 
 
+def node_properties(
+    data_dir: Path, node_id: int, port: int, controller_port: int, quorum: dict[str, str], replicas: int
+) -> dict[str, str]:
+    """server.properties of one broker+controller node on loopback: a standalone broker or a cluster's node.
+
+    ``quorum`` says how the node finds its controllers (a standalone node bootstraps from itself, a
+    cluster's nodes list the static voters). ``replicas`` is the cluster's size: the internal topics and
+    the default for new topics are replicated on every node, and an acknowledged write must be on all but
+    one of them (at least one), so one node may die without losing an acknowledged record.
+    """
+    min_isr = str(max(1, replicas - 1))
+    return {
+        "process.roles": "broker,controller",
+        "node.id": str(node_id),
+        **quorum,
+        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "log.dirs": str(data_dir / "logs"),
+        "num.partitions": "1",
+        "default.replication.factor": str(replicas),
+        "min.insync.replicas": min_isr,
+        "offsets.topic.replication.factor": str(replicas),
+        "offsets.topic.num.partitions": "5",
+        "transaction.state.log.replication.factor": str(replicas),
+        "transaction.state.log.min.isr": min_isr,
+        "share.coordinator.state.topic.replication.factor": str(replicas),
+        "share.coordinator.state.topic.min.isr": min_isr,
+        "group.initial.rebalance.delay.ms": "0",
+        # The cleaner's default 128 MiB dedupe buffer does not fit a small heap.
+        "log.cleaner.dedupe.buffer.size": "8388608",
+        "log.retention.hours": "168",
+    }
+
+
 @dataclass
 class KafkaBroker(LocalService):
-    """One broker+controller on loopback; ``data_dir`` holds its config, log segments and log file."""
+    """One broker+controller on loopback; ``data_dir`` holds its config, log segments and log file.
+
+    Alone it is a single-node cluster that formats itself. ``KafkaCluster`` (kafka_cluster.py) sets
+    ``node_id``, ``voters`` and ``cluster_id`` to make it one node of a multi-node cluster.
+    """
 
     data_dir: Path
     port: int = 0
@@ -102,6 +143,11 @@ class KafkaBroker(LocalService):
     heap: str = "512m"
     version: str = KAFKA_VERSION
     pid: int | None = None
+    node_id: int = 1
+    # The static controller quorum, ``id@host:port`` per node, comma-separated; empty for a standalone node.
+    voters: str = ""
+    # The id every node of a cluster is formatted with; a standalone node makes up its own.
+    cluster_id: str = ""
 
     name = "kafka"
 
@@ -117,28 +163,14 @@ class KafkaBroker(LocalService):
         return {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers}
 
     def _write_config(self) -> Path:
-        props = {
-            "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.bootstrap.servers": f"127.0.0.1:{self.controller_port}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
-            "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-            "log.dirs": str(self.data_dir / "logs"),
-            "num.partitions": "1",
-            "offsets.topic.replication.factor": "1",
-            "offsets.topic.num.partitions": "5",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
-            "group.initial.rebalance.delay.ms": "0",
-            # The cleaner's default 128 MiB dedupe buffer does not fit a small heap.
-            "log.cleaner.dedupe.buffer.size": "8388608",
-            "log.retention.hours": "168",
-        }
+        if self.voters:
+            quorum = {"controller.quorum.voters": self.voters}
+        else:
+            quorum = {"controller.quorum.bootstrap.servers": f"127.0.0.1:{self.controller_port}"}
+        replicas = len(self.voters.split(",")) if self.voters else 1
+        props = node_properties(
+            self.data_dir, self.node_id, self.port, self.controller_port, quorum, replicas
+        )
         path = self.data_dir / "server.properties"
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         (self.data_dir / "log4j2.properties").write_text(
@@ -146,7 +178,11 @@ class KafkaBroker(LocalService):
         )
         return path
 
-    def start(self, timeout_s: float = 90.0) -> KafkaBroker:
+    def describe(self) -> str:
+        return f"Kafka node {self.node_id}" if self.voters else "Kafka broker"
+
+    def prepare(self) -> list[str]:
+        """Pick ports, write the config, format the storage on first use; the command that runs the node."""
         java = _java()
         libs = resolve_jars(self.version)
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -157,23 +193,29 @@ class KafkaBroker(LocalService):
         jvm = [java, f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseG1GC", "-XX:TieredStopAtLevel=1",
                f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}", "-cp", classpath]  # fmt: skip
         if not (self.data_dir / "logs" / "meta.properties").exists():
+            # A standalone node is the one voter of its own dynamic quorum; a cluster's nodes share an id
+            # and find each other through the static voters in their config.
+            quorum_args = [] if self.voters else ["--standalone"]
             fmt = subprocess.run(
-                [*jvm, "kafka.tools.StorageTool", "format", "--standalone",
-                 f"--cluster-id={_cluster_id()}", "--config", str(config)],
+                [*jvm, "kafka.tools.StorageTool", "format", *quorum_args,
+                 f"--cluster-id={self.cluster_id or new_cluster_id()}", "--config", str(config)],
                 capture_output=True, text=True, check=False,
             )  # fmt: skip
             if fmt.returncode != 0:
                 raise ServiceFailed(f"formatting Kafka storage failed:\n{fmt.stdout}{fmt.stderr}")
-        self._launch([*jvm, "kafka.Kafka", str(config)], "Kafka broker", self.ready, timeout_s)
+        return [*jvm, "kafka.Kafka", str(config)]
+
+    def start(self, timeout_s: float = 90.0) -> KafkaBroker:
+        self._launch(self.prepare(), self.describe(), self.ready, timeout_s)
         return self
 
     def ready(self) -> bool:
-        """Ready means a metadata request answers with this broker in it."""
+        """Ready means a metadata request to this node answers with this node among the live brokers."""
         from confluent_kafka.admin import AdminClient
 
         admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "socket.timeout.ms": 1000,
                              "log_level": 0})  # fmt: skip
         try:
-            return bool(admin.list_topics(timeout=1.0).brokers)
+            return self.node_id in admin.list_topics(timeout=1.0).brokers
         except Exception:  # noqa: BLE001 - any failure here just means "not yet"
             return False

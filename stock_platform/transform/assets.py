@@ -7,6 +7,7 @@ missing or its SQL changed, by an automation condition rather than by every minu
 invocation per run cost ~20 s of quote-to-gold freshness, measured with benchmarks/freshness.py).
 """
 
+import datetime as dt
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtProject, dbt_assets
 
 from stock_platform.dashboard.snapshot import publish_after_build
-from stock_platform.partitions import CATCH_UP_POLICY, minute_partitions
+from stock_platform.partitions import CATCH_UP_POLICY, minute_partitions, minute_window, run_minute_range
 from stock_platform.transform.dbt_runner import build_events
 from stock_platform.transform.window import DBT_BUILD_ARGS, dbt_window_env
 
@@ -96,17 +97,29 @@ def build_incremental_assets(project: DbtProject) -> dg.AssetsDefinition:
         what those silver rows touch, so any order of runs equals a full refresh; dbt data tests are asset
         checks.
         """
-        window = context.partition_time_window
         yield from build_events(
             context,
             DBT_BUILD_ARGS,
             translator,
-            env=dbt_window_env(window.start, window.end),
+            env=dbt_window_env(*run_window(context)),
             project_dir=Path(project.project_dir),
         )
-        publish_after_build(context.log)
+        if context.selected_asset_keys:  # a dbt_tests_job run changes no table
+            publish_after_build(context.log)
 
     return stock_dbt_models
+
+
+def run_window(context: dg.AssetExecutionContext) -> tuple[dt.datetime, dt.datetime]:
+    """[start, end) of the run's minutes. A step that runs checks only (dbt_tests_job) has no partitions
+    definition in its context, so the window comes from the run's partition tags there."""
+    if context.selected_asset_keys:
+        window = context.partition_time_window
+        return window.start, window.end
+    minutes = run_minute_range(context.run.tags)
+    if minutes is None:
+        raise dg.Failure("the dbt models and their tests run for minutes: select a minute or a range")
+    return minute_window(minutes[0])[0], minute_window(minutes[1])[1]
 
 
 def build_view_assets(project: DbtProject) -> dg.AssetsDefinition:

@@ -19,6 +19,7 @@ from stock_platform.resources.kafka import KafkaResource
 from stock_platform.services.process import free_port
 from stock_platform_tests.ingestion.ingest_helpers import produce, quote
 from stock_platform_tests.kafka_topics import PAST_MINUTES
+from stock_platform_tests.orchestration.sensor_requests import minute_requests
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +66,7 @@ def real_clock():
 
 
 def keys(result) -> list[str]:
-    return [r.run_key for r in result.run_requests]
+    return [r.run_key for r in minute_requests(result)]
 
 
 def test_no_lag_requests_nothing_and_records_zero_lag(kafka):
@@ -106,7 +107,7 @@ def test_several_closed_minutes_get_runs_in_order_with_unique_keys_and_the_curso
 
     first = tick(kafka, now)
     assert keys(first) == expected
-    assert [r.partition_key for r in first.run_requests] == expected
+    assert [r.partition_key for r in minute_requests(first)] == expected
     assert json.loads(first.cursor)["requested_through"] == expected[-1]
 
     # Same state, next tick: the cursor keeps the requested minutes from being requested again.
@@ -132,7 +133,7 @@ def test_far_behind_catches_up_in_batches_and_skips_minutes_without_records(kafk
     result = tick(kafka, now, batch_minutes=60, max_runs_per_tick=4)
     ranges = [
         (r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"])
-        for r in result.run_requests
+        for r in minute_requests(result)
     ]
 
     def key(m: int) -> str:
@@ -169,4 +170,7 @@ def test_cursor_survives_a_round_trip_through_the_sensor(kafka):
     produce(kafka.bootstrap_servers, kafka.topic, [record_at(BASE_MS + 1_000, 0)])
     cursor = LagCursor(requested_through=None, attempt=0, retried_at_ms=0).to_json()
     result = tick(kafka, BASE_MS + MINUTE_MS + 15_000, cursor=cursor)
-    assert LagCursor.from_json(result.cursor) == LagCursor(requested_through=BASE)
+    after = LagCursor.from_json(result.cursor)
+    assert (after.requested_through, after.attempt, after.retried_at_ms) == (BASE, 0, 0)
+    assert after.reported_minute is not None  # the tick recorded its lag: the first of its minute
+    assert LagCursor.from_json(after.to_json()) == after

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from stock_platform.orchestration.planning import (
     LagCursor,
     MinuteRange,
     PreviousRun,
+    key_of_index,
     last_closed_minute,
+    minute_index,
     plan_runs,
+    plan_tests,
+    report_due,
 )
 
 GRACE_MS = 10_000
@@ -160,3 +167,65 @@ def test_records_before_the_window_are_taken_in_by_its_first_minute_even_if_it_h
     )  # fmt: skip
     assert [r.run_key for r in plan.ranges] == ["2026-11-28-08:00", "2026-11-28-08:05"]
     assert plan.cursor.requested_through == "2026-11-28-08:05"
+
+
+def _key(index: int) -> str:
+    return key_of_index(index)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    every=st.integers(1, 30),
+    cap_extra=st.integers(0, 90),
+    start=st.integers(27_000_000, 29_000_000),
+    steps=st.lists(st.integers(-5, 150), min_size=1, max_size=40),
+)
+def test_tests_runs_follow_block_ends_and_cover_each_requested_minute_once(every, cap_extra, start, steps):
+    """Against a direct count: a tests run is due exactly when the requested minutes passed the end of a
+    block of ``every`` minutes since the last tests run (or since the first request); the runs' ranges
+    are ordered, disjoint, end at the request, hold at most ``cap`` minutes, and with the minutes the cap
+    dropped they cover every minute after the first block end exactly once."""
+    cap = every + cap_extra
+    requested, tested = start, None
+    baseline = None
+    covered: list[int] = []
+    dropped = 0
+    last_point = None  # the minute through which tests were planned (a block end at first)
+    for step in steps:
+        requested = max(start, requested + step)  # a negative step is a retry of earlier minutes
+        minutes, tested = plan_tests(_key(requested), tested, every, cap)
+        if baseline is None:
+            baseline = last_point = (requested + 1) // every * every - 1
+            assert minutes is None and tested == _key(baseline)
+            continue
+        crossed = any((m + 1) % every == 0 for m in range(last_point + 1, requested + 1))
+        assert (minutes is not None) == crossed
+        if minutes is None:
+            continue
+        first, last = minute_index(minutes.first), minute_index(minutes.last)
+        assert last == requested and last - first + 1 <= cap and first > last_point
+        dropped += first - (last_point + 1)
+        covered += range(first, last + 1)
+        last_point = requested
+        assert tested == _key(requested)
+    assert covered == sorted(set(covered))
+    if covered:
+        assert len(covered) + dropped == covered[-1] - baseline
+
+
+def test_a_tests_window_is_the_minutes_since_the_last_one():
+    first, tested = plan_tests("2026-12-02-10:07", None, 15, 60)
+    assert (first, tested) == (None, "2026-12-02-09:59")
+    assert plan_tests("2026-12-02-10:13", tested, 15, 60) == (None, tested)
+    due, tested = plan_tests("2026-12-02-10:15", tested, 15, 60)
+    assert due == MinuteRange("2026-12-02-10:00", "2026-12-02-10:15") and tested == "2026-12-02-10:15"
+    # A retry requesting earlier minutes again tests nothing new.
+    assert plan_tests("2026-12-02-10:14", tested, 15, 60) == (None, tested)
+
+
+def test_the_report_is_once_a_minute_or_when_a_check_changes():
+    cursor = LagCursor(reported_minute="2026-12-02-10:07", reported_outcomes=[True, True, True])
+    assert not report_due(cursor, "2026-12-02-10:07", [True, True, True])
+    assert report_due(cursor, "2026-12-02-10:07", [False, True, True])
+    assert report_due(cursor, "2026-12-02-10:08", [True, True, True])
+    assert report_due(LagCursor(), "2026-12-02-10:07", [True, True, True])

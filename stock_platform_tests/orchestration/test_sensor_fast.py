@@ -24,6 +24,7 @@ from stock_platform.quotes import encode_record
 from stock_platform_tests.fake_kafka import FakeCluster, FakeKafkaResource
 from stock_platform_tests.ingestion.in_memory_platform import RANGE_END, RANGE_START, Platform
 from stock_platform_tests.ingestion.ingest_helpers import quote
+from stock_platform_tests.orchestration.sensor_requests import minute_requests
 
 BASE = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0) - dt.timedelta(hours=6)
 BASE_MS = int(BASE.timestamp() * 1000)
@@ -59,7 +60,7 @@ def tick(
 
 
 def run_keys(result) -> list[str]:
-    return [r.run_key for r in result.run_requests]
+    return [r.run_key for r in minute_requests(result)]
 
 
 def test_no_lag_requests_nothing_and_records_zero_lag(monkeypatch):
@@ -114,7 +115,7 @@ def test_closed_minutes_get_one_run_each_in_order_and_are_not_requested_twice(mo
 
     first = tick(kafka, now, monkeypatch)
     assert run_keys(first) == [key(0), key(1), key(2)]
-    assert [r.partition_key for r in first.run_requests] == [key(0), key(1), key(2)]
+    assert [r.partition_key for r in minute_requests(first)] == [key(0), key(1), key(2)]
     assert json.loads(first.cursor)["requested_through"] == key(2)
 
     assert tick(kafka, now + 10_000, monkeypatch, cursor=first.cursor).run_requests == []
@@ -131,10 +132,10 @@ def test_far_behind_catches_up_in_batches_of_ranges_and_skips_silent_minutes(mon
     now = BASE_MS + 190 * MINUTE_MS + 30_000
 
     result = tick(cluster.resource(), now, monkeypatch, batch_minutes=60, max_runs_per_tick=4)
-    ranges = [(r.tags[RANGE_START], r.tags[RANGE_END]) for r in result.run_requests]
+    ranges = [(r.tags[RANGE_START], r.tags[RANGE_END]) for r in minute_requests(result)]
     assert ranges == [(key(0), key(59)), (key(60), key(119)), (key(180), key(189))]
     assert run_keys(result) == [f"{a}...{b}" for a, b in ranges]
-    assert all(r.partition_key is None for r in result.run_requests)
+    assert all(r.partition_key is None for r in minute_requests(result))
 
     capped = tick(cluster.resource(), now, monkeypatch, batch_minutes=30, max_runs_per_tick=2)
     assert run_keys(capped) == [f"{key(0)}...{key(29)}", f"{key(30)}...{key(59)}"]
@@ -191,7 +192,7 @@ def test_ticks_and_runs_converge_after_a_failed_run_with_every_record_loaded_onc
     def run_all(result, failing: str | None = None) -> list[bool]:
         return [
             run_requested(platform, instance, r, load_fails=r.partition_key == failing).success
-            for r in result.run_requests
+            for r in minute_requests(result)
         ]
 
     first = ticks(now, None)
@@ -229,7 +230,7 @@ def test_records_from_before_the_partitions_window_are_taken_in_by_its_first_min
         platform.cluster.append(0, ts, encode_record(quote(ts, ts)))
 
     result = tick(platform.resources["kafka"], start_ms + 2 * MINUTE_MS + 15_000, monkeypatch)
-    assert [(r.run_key, r.partition_key) for r in result.run_requests] == [(first, first)]
+    assert [(r.run_key, r.partition_key) for r in minute_requests(result)] == [(first, first)]
 
     assert platform.run(first).success
     assert platform.loaded() == [(0, 0), (0, 1)]
@@ -287,3 +288,43 @@ def test_a_tick_near_a_minutes_end_plans_from_a_look_at_which_that_minute_is_clo
     assert at <= end + max(grace_ms, sensors.SETTLE_MS)
     if records_after_ms is not None and records_after_ms <= sensors.SETTLE_MS:
         assert at == end + sensors.SETTLE_MS, "closed by records at the first look: no second wait"
+
+
+def test_dbt_tests_runs_follow_a_minute_run_every_block_and_the_report_is_once_a_minute(monkeypatch):
+    """Ticks every 5 s over 40 minutes of quotes: each minute gets its run; a dbt_tests_job run is
+    requested after the minute run that ends a block of ``tests_every_minutes``, over the minutes since the
+    last one; the lag observation and check evaluations are recorded once per minute, not every tick."""
+    every = 7
+    cluster = FakeCluster()
+    for m in range(41):
+        append_at(cluster, m, 5, partition=m % 2)
+    kafka = cluster.resource()
+    cursor = None
+    minute_runs: list[str] = []
+    tests_runs: list[tuple[str, str]] = []
+    reports: list[str] = []
+    instance = dg.DagsterInstance.ephemeral()
+    for at in range(BASE_MS + MINUTE_MS + 15_000, BASE_MS + 40 * MINUTE_MS + 50_000, 5_000):
+        result = tick(kafka, at, monkeypatch, cursor=cursor, instance=instance, tests_every_minutes=every)
+        cursor = result.cursor
+        jobs = [r.job_name for r in result.run_requests]
+        assert jobs == sorted(jobs, key=lambda j: j == "dbt_tests_job")  # tests after the minute runs
+        for request in result.run_requests:
+            if request.job_name == "dbt_tests_job":
+                first = request.partition_key or request.tags[RANGE_START]
+                tests_runs.append((first, request.partition_key or request.tags[RANGE_END]))
+            else:
+                minute_runs.append(request.partition_key)
+        if result.asset_events:
+            reports.append(json.loads(cursor)["reported_minute"])
+    assert minute_runs == [key(m) for m in range(40)]
+    index0 = int(BASE.timestamp()) // 60
+    ends = [m for m in range(40) if (index0 + m + 1) % every == 0]
+    # No tests run before the first block end (counting starts in the block in progress).
+    # Counting starts at the block in progress at the first request (minute 0's), whose end is baseline.
+    baseline = (index0 + 1) // every * every - 1 - index0
+    due = [m for m in ends if m > baseline]
+    assert [last for _, last in tests_runs] == [key(m) for m in due]
+    assert [first for first, _ in tests_runs] == [key(m + 1) for m in [baseline, *due[:-1]]]
+    # One report per minute of the sensor's clock (ticks from minute 1 to 40), no more.
+    assert reports == [key(m) for m in range(1, 41)]

@@ -90,6 +90,9 @@ class DuckDBOutcome:
     first: Gold
     final: Gold
     result: dg.ExecuteInProcessResult
+    env: dict[str, str]
+    range_tags: dict[str, str]
+    query: Any
 
 
 @pytest.fixture(scope="module")
@@ -113,18 +116,15 @@ def duckdb_outcome(scenario: Scenario, tmp_path_factory: pytest.TempPathFactory)
     # The run over the loaded minutes, as Dagster makes it: one run of a partition range, whose window
     # becomes the dbt models' window.
     first_minute, end = (scenario.minute(n) for n in scenario.late_minutes)
+    range_tags = {
+        "dagster/asset_partition_range_start": minute_key(first_minute),
+        "dagster/asset_partition_range_end": minute_key(end - dt.timedelta(minutes=1)),
+    }
     with pytest.MonkeyPatch.context() as mp:
         for name, value in env.items():
             mp.setenv(name, value)
-        result = dg.materialize(
-            dbt_model_assets,
-            tags={
-                "dagster/asset_partition_range_start": minute_key(first_minute),
-                "dagster/asset_partition_range_end": minute_key(end - dt.timedelta(minutes=1)),
-            },
-            raise_on_error=False,
-        )
-    yield DuckDBOutcome(first, read_gold(query), result)
+        result = dg.materialize(dbt_model_assets, tags=range_tags, raise_on_error=False)
+    yield DuckDBOutcome(first, read_gold(query), result, env, range_tags, query)
 
 
 @pytest.fixture(scope="module")
@@ -236,6 +236,25 @@ def test_dagster_run_materializes_every_model_and_reports_dbt_tests_as_checks(du
     assert (warned.passed, warned.severity) == (False, dg.AssetCheckSeverity.WARN)
     assert warned.metadata["dagster_dbt/failed_row_count"].value == 3
     assert all(c.passed for c in checks.values()), [name for name, c in checks.items() if not c.passed]
+
+
+def test_a_tests_only_run_evaluates_every_data_test_and_changes_no_table(duckdb_outcome, monkeypatch):
+    """What a dbt_tests_job run does (orchestration/jobs.py): the incremental models' data tests only, over
+    the run's minutes, as asset checks; no model is rebuilt."""
+    for name, value in duckdb_outcome.env.items():
+        monkeypatch.setenv(name, value)
+    incremental = [a for a in dbt_model_assets if a.partitions_def is not None]
+    result = dg.materialize(
+        incremental, selection=dg.AssetSelection.all_asset_checks(), tags=duckdb_outcome.range_tags
+    )
+    assert result.get_asset_materialization_events() == []
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    on_views = {c.check_name for c in duckdb_outcome.result.get_asset_check_evaluations()} - set(checks)
+    assert {c.split("_gold_treechart")[0] != c for c in on_views} == {True}  # only the view's tests left out
+    warned = checks.pop("no_rows_in_window_silver_rejected_quotes_minute")
+    assert warned.metadata["dagster_dbt/failed_row_count"].value == 3
+    assert all(c.passed for c in checks.values()), [name for name, c in checks.items() if not c.passed]
+    assert read_gold(duckdb_outcome.query) == duckdb_outcome.final
 
 
 def test_fakesnow_gives_the_same_gold_rows_as_duckdb(duckdb_outcome, fakesnow_outcome):

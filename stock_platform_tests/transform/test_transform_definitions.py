@@ -67,3 +67,26 @@ def test_dbt_data_tests_are_asset_checks_on_their_models():
         "gold_candlestick": 8,
         "gold_treechart": 4,
     }
+
+
+def test_minute_runs_leave_the_data_tests_to_dbt_tests_job():
+    """Every minute's run keeps the ingestion checks only; dbt_tests_job holds exactly the data tests of the
+    incremental models (the gold freshness checks are the lag sensor's)."""
+    from stock_platform.definitions import defs as code_location
+
+    graph = code_location.resolve_asset_graph()
+    transform_graph = defs.resolve_asset_graph()
+    incremental = {k for k in transform_graph.materializable_asset_keys if graph.get(k).partitions_def}
+    dbt_tests = {c for c in transform_graph.asset_check_keys if c.asset_key in incremental}
+
+    def checks_of(job: str) -> set[dg.AssetCheckKey]:
+        return set(code_location.resolve_job_def(job).asset_layer.asset_graph.asset_check_keys)
+
+    minute_checks = checks_of("minute_pipeline_job")
+    assert {c.name for c in minute_checks} == {
+        "no_dead_letters", "rows_match_raw_object", "warehouse_has_every_lake_minute"
+    }  # fmt: skip
+    assert len(dbt_tests) == 27
+    assert checks_of("dbt_tests_job") == dbt_tests
+    tests_job = code_location.resolve_job_def("dbt_tests_job")
+    assert tests_job.tags["stock_platform/ingest"] == "tests"  # queued with the minute runs
