@@ -271,17 +271,26 @@ class KafkaResource(dg.ConfigurableResource):
         return sorted(topic.partitions)
 
     def _watermarks(self, consumer: Consumer, partitions: list[int]) -> dict[int, tuple[int, int]]:
-        return {
-            p: consumer.get_watermark_offsets(
-                TopicPartition(self.topic, p), timeout=self.timeout_seconds, cached=False
-            )
-            for p in partitions
-        }
+        # A partition whose leader just died answers with an error until a new leader is elected
+        # (test_broker_failover.py): say so as the other lookups do, and the run's retry reads it again.
+        try:
+            return {
+                p: consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, p), timeout=self.timeout_seconds, cached=False
+                )
+                for p in partitions
+            }
+        except KafkaException as exc:
+            raise KafkaUnavailable(f"watermarks of {self.topic} on {self.bootstrap_servers}: {exc}") from exc
 
     def _offsets_at(self, consumer: Consumer, partitions: list[int], timestamp_ms: int) -> dict[int, int]:
-        answers = consumer.offsets_for_times(
-            [TopicPartition(self.topic, p, timestamp_ms) for p in partitions], timeout=self.timeout_seconds
-        )
+        try:
+            answers = consumer.offsets_for_times(
+                [TopicPartition(self.topic, p, timestamp_ms) for p in partitions],
+                timeout=self.timeout_seconds,
+            )
+        except KafkaException as exc:
+            raise KafkaUnavailable(f"offsets_for_times on {self.topic}: {exc}") from exc
         offsets = {}
         for tp in answers:
             if tp.error is not None:
