@@ -261,7 +261,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     # The dashboard's health strip links to this run's Dagster UI.
-    env = platform_env(home, {**kafka_settings, "DAGSTER_UI_URL": f"http://127.0.0.1:{args.port}"})
+    ui = f"http://127.0.0.1:{args.port}"
+    env = platform_env(home, {**kafka_settings, "DAGSTER_UI_URL": ui, "DAGSTER_WEBSERVER_URL": ui})
     settings = load_settings(env)  # valid: os.environ was read above, and the additions are paths
     if not ensure_quote_topics(env):
         if not kafka_was_running:

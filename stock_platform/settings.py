@@ -121,6 +121,9 @@ class Settings(_Variables):
     history_success_days: PositiveInt = 3
     history_failure_days: PositiveInt = 14
     history_runless_days: PositiveInt = 1
+    # The webserver as the runs reach it: the hourly purge reloads the code location through it once a UTC
+    # day, so the partition window moves in a long-lived code server
+    dagster_webserver_url: str = "http://127.0.0.1:3000"
 
     # Live dashboard (stock_platform/dashboard): it reads gold as the read-only BI role on Snowflake
     # (sql/snowflake/bi_reader.sql), and a snapshot file of gold on DuckDB

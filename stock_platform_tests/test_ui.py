@@ -9,6 +9,7 @@ Set ``STOCK_PLATFORM_UI_SCREENSHOTS=1`` to also copy them to ``.stock_platform/u
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -222,3 +223,51 @@ def test_the_ui_shows_the_whole_pipeline_as_one_lineage_graph_and_the_lag_sensor
         save_screenshot(browser, tmp_path / "ui-sensor.png")
 
         assert browser.exceptions == []
+
+
+def test_the_purge_moves_the_partition_window_by_reloading_the_code_location_once_a_day(
+    dagster_webserver: str, tmp_path: Path
+) -> None:
+    """The real webserver reloads the code location when the hourly purge asks, once per UTC day; the
+    location is loaded again afterwards. An unreachable webserver fails the reload, not the purge."""
+    import datetime as dt
+
+    import dagster as dg
+
+    from stock_platform.orchestration.purge import HistoryRetention, move_partition_window, purge_history_job
+
+    def load_time() -> float:
+        query = "{ workspaceOrError { ... on Workspace { locationEntries { name updatedTimestamp } } } }"
+        entries = _get_json(f"{dagster_webserver}/graphql", {"query": query})["data"]["workspaceOrError"]
+        return next(
+            e["updatedTimestamp"] for e in entries["locationEntries"] if e["name"] == "stock_platform"
+        )
+
+    today = dt.date(2026, 12, 2)
+    (tmp_path / "instance").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "instance")) as instance:
+        before = load_time()
+        assert move_partition_window(instance, dagster_webserver, today)
+        reloaded = load_time()
+        assert reloaded > before
+        assert not move_partition_window(instance, dagster_webserver, today)  # once a day
+        assert load_time() == reloaded
+        assert move_partition_window(instance, dagster_webserver, today + dt.timedelta(days=1))
+        workspace = _get_json(f"{dagster_webserver}/graphql", {"query": LOCATIONS_QUERY})["data"]
+        [entry] = [
+            e for e in workspace["workspaceOrError"]["locationEntries"] if e["name"] == "stock_platform"
+        ]
+        assert entry["loadStatus"] == "LOADED"
+        assert entry["locationOrLoadError"]["__typename"] == "RepositoryLocation"
+
+        closed = f"http://127.0.0.1:{free_port()}"
+        result = purge_history_job.execute_in_process(
+            instance=instance,
+            resources={"history": HistoryRetention(success_days=3, failure_days=14, runless_days=1,
+                                                   webserver_url=closed)},
+        )  # fmt: skip
+        assert result.success
+        warnings = [
+            e.message for e in instance.all_logs(result.run_id) if e.level == logging.WARNING and e.message
+        ]
+        assert any("could not reload the code location through" in m for m in warnings), warnings

@@ -27,6 +27,7 @@ def history_retention(settings: Settings) -> HistoryRetention:
         success_days=settings.history_success_days,
         failure_days=settings.history_failure_days,
         runless_days=settings.history_runless_days,
+        webserver_url=settings.dagster_webserver_url,
     )
 
 

@@ -26,6 +26,8 @@ from typing import Any
 import dagster as dg
 import sqlalchemy as sa
 
+from stock_platform.partitions import minute_partitions
+
 # Runs deleted per round trip of run-id queries; a purge of one day of runs is ~1,500 runs.
 BATCH = 200
 KEEP_RUNS_OF_SENSOR = "kafka_lag_sensor"
@@ -265,12 +267,47 @@ def _delete_compute_logs(instance: dg.DagsterInstance, run_id: str) -> int:
     return 1
 
 
+# The UTC day whose partition window the code location was last reloaded for (instance key-value store).
+WINDOW_DAY_KEY = "stock_platform/partition_window_day"
+LOCATION_NAME = "stock_platform"
+
+
+def move_partition_window(instance: dg.DagsterInstance, webserver_url: str, today: dt.date) -> bool:
+    """Reload the code location through the webserver once per UTC day, so that a long-lived code server
+    (compose's, or `dagster dev`'s) lists today's window of minutes (partitions.py computes its start when
+    the code is loaded). Returns whether it reloaded; raises ReloadFailed when the webserver refused."""
+    from urllib.parse import urlparse  # noqa: PLC0415
+
+    from dagster_graphql import DagsterGraphQLClient, ReloadRepositoryLocationStatus  # noqa: PLC0415
+
+    storage: Any = instance.run_storage
+    if storage.get_cursor_values({WINDOW_DAY_KEY}).get(WINDOW_DAY_KEY) == today.isoformat():
+        return False
+    url = urlparse(webserver_url)
+    client = DagsterGraphQLClient(
+        url.hostname or "127.0.0.1", port_number=url.port, use_https=url.scheme == "https", timeout=60
+    )
+    info = client.reload_repository_location(LOCATION_NAME)
+    if info.status != ReloadRepositoryLocationStatus.SUCCESS:
+        raise ReloadFailed(
+            f"the webserver at {webserver_url} could not reload {LOCATION_NAME}: {info.message}"
+        )
+    storage.set_cursor_values({WINDOW_DAY_KEY: today.isoformat()})
+    return True
+
+
+class ReloadFailed(RuntimeError):
+    pass
+
+
 class HistoryRetention(dg.ConfigurableResource):
-    """The retention the purge applies (HISTORY_SUCCESS_DAYS, HISTORY_FAILURE_DAYS, HISTORY_RUNLESS_DAYS)."""
+    """The retention the purge applies (HISTORY_SUCCESS_DAYS, HISTORY_FAILURE_DAYS, HISTORY_RUNLESS_DAYS),
+    and the webserver that reloads the code location when the partition window moves (DAGSTER_WEBSERVER_URL)."""
 
     success_days: int
     failure_days: int
     runless_days: int
+    webserver_url: str = "http://127.0.0.1:3000"
 
     def policy(self) -> RetentionPolicy:
         return RetentionPolicy(self.success_days, self.failure_days, self.runless_days)
@@ -283,6 +320,16 @@ def purge_history_op(context: dg.OpExecutionContext, history: HistoryRetention) 
     context.log.info(f"history purge: {report.as_metadata()}")
     if report.kept:
         context.log.info(f"kept {len(report.kept)} expired run(s) the platform still reads: {report.kept}")
+    try:
+        if move_partition_window(instance, history.webserver_url, dt.datetime.now(dt.UTC).date()):
+            context.log.info(
+                f"reloaded the code location: the partition window starts {minute_partitions.start}"
+            )
+    except Exception as exc:  # noqa: BLE001  the purge is done; the next hourly run tries the reload again
+        context.log.warning(
+            f"could not reload the code location through {history.webserver_url} to move the partition "
+            f"window ({exc}); check DAGSTER_WEBSERVER_URL, or reload it from the UI"
+        )
 
 
 @dg.job(
