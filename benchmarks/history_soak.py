@@ -9,17 +9,20 @@ end of each simulated day, and prints what an operator cares about: instance siz
 sensor's instance queries, the cold partition-status-cache rebuild, and an independent count of orphans.
 
 How the history is written (bulk, with backdated timestamps):
-- Everything is copied from a real instance made by ``stock-platform run --minutes 3`` (``--capture``):
+- Everything is copied from a real instance made by
+  ``STOCK_PLATFORM_HOME=/tmp/sp_cap DBT_TESTS_EVERY_MINUTES=2 ./scripts/run.sh --minutes 4 --no-dashboard``
+  (``--capture`` names another home):
   its newest successful minute run (events, asset-event tags, asset-check executions, run row and tags,
   compute-log files), the sensor's newest runless observation and check evaluations, and its ticks.
   The copy is done on the serialized text: every run id, minute key, epoch time and storage id in an
   event's JSON is rewritten for the copy (one regular expression; ``Shift``), which is ~50x faster than
   deserializing, ``_replace``-ing and re-serializing each event, and rewrites the nested copies as well
   (logging tags, check targets, partition subsets, input event pointers).
-- The captured run predates the removal of dbt's tests from the minute runs: its dbt step's check
-  events are dropped (the run's per-run budget is printed before and after). dbt_tests_job runs were
-  not captured; they are made from those same dbt-step check events (no model materializations), over
-  a range of DBT_TESTS_EVERY_MINUTES minutes. ~1 % of runs fail: a copy cut after its last step's start,
+- A minute run that still carries dbt's tests (captures made before they moved to dbt_tests_job) loses
+  its dbt step's check events (the per-run budget is printed before and after). dbt_tests_job runs are
+  copies of the capture's newest real one (hence DBT_TESTS_EVERY_MINUTES=2 in the capture, so that it
+  has one), their range tags moved to each copy's DBT_TESTS_EVERY_MINUTES minutes; a capture without one
+  makes them from the minute run's dbt-step check events instead. ~1 % of runs fail: a copy cut after its last step's start,
   with a STEP_FAILURE and a RUN_FAILURE event (built from the run's own success events).
 - Rows go into the storages' own SQLAlchemy tables with executemany, with explicit event ids (other
   rows and other events' JSON refer to them; the Postgres sequences are moved past them afterwards). On
@@ -243,6 +246,7 @@ class Template:
     checks: list[CheckRow]
     tags: list[TagRow]
     created: float = 0.0
+    real: bool = False  # a captured dbt_tests_job run, not one made from a minute run's dbt step
 
     def keep(self, indexes: list[int], name: str) -> Template:
         where = {old: new for new, old in enumerate(indexes)}
@@ -383,6 +387,27 @@ def _failed(template: Template, name: str) -> Template:
     return replace(kept, status="FAILURE", events=[*kept.events, *made])
 
 
+def _real_tests_run(runs: sqlite3.Connection, index: sqlite3.Connection, history: Path) -> Template | None:
+    """The capture's newest successful dbt_tests_job run, when it has one (a capture made with
+    DBT_TESTS_EVERY_MINUTES=2): copied as it is, its range moved to each copy's minutes."""
+    found = _rows(
+        runs,
+        "SELECT * FROM runs WHERE pipeline_name = ? AND status = 'SUCCESS' ORDER BY id DESC LIMIT 1",
+        TESTS_JOB,
+    )
+    if not found:
+        return None
+    run_id = found[0]["run_id"]
+    tags = {r["key"]: r["value"] for r in _rows(runs, "SELECT * FROM run_tags WHERE run_id = ?", run_id)}
+    start = dt.datetime.strptime(tags[RANGE_START_TAG], MINUTE_KEY_FORMAT).replace(tzinfo=dt.UTC).timestamp()
+    events, event_tags, checks = _read_events(
+        sqlite3.connect(history / "runs" / f"{run_id}.db"), index, run_id
+    )
+    template = Template("tests", TESTS_JOB, "SUCCESS", run_id, start, events, tags=event_tags, checks=checks)
+    template.real = True
+    return template
+
+
 def read_capture(home: Path) -> Capture:
     history = home / "history"
     runs = sqlite3.connect(history / "runs.db")
@@ -429,6 +454,9 @@ def read_capture(home: Path) -> Capture:
         job=TESTS_JOB,
         events=[replace(e, text=e.text.replace(f'"{MINUTE_JOB}"', f'"{TESTS_JOB}"')) for e in tests_t.events],
     )
+    real_tests = _real_tests_run(runs, index, history)
+    if real_tests is not None:
+        tests_t = real_tests
 
     # The lag sensor's newest report: one observation and the check evaluations after it.
     runless_shard = sqlite3.connect(history / "runs" / ".db")
@@ -729,13 +757,13 @@ class Loader:
     ) -> None:
         """One run of the minute starting at ``start`` (or, for dbt_tests_job, of the minutes ``keys``)."""
         tests = template.job == TESTS_JOB
-        shift = self._shift(template, start, {self.c.full.run_id: run_id}, def_start)
+        shift = self._shift(template, start, {self.c.full.run_id: run_id, template.run_id: run_id}, def_start)
         post = None
-        if tests:
+        if tests and not template.real:
             # The copied one-minute subset of the checks' planned events becomes the tests' range.
             one, rng = self._subsets(def_start, start, keys)
             post = lambda text: text.replace(one, rng)  # noqa: E731
-        _texts, times, _ = self._events(template, run_id, shift, keys if tests else None, post)
+        _texts, times, _ = self._events(template, run_id, shift, keys if post else None, post)
         if not tests:
             self.minute_ids = dict(shift.ids)
         tags = {k: shift.render(v) for k, v in self.c.run_tags.items()}
@@ -1138,6 +1166,7 @@ def soak(target: Target, capture: Capture, opts: Options, workdir: Path) -> dict
             "kept_expired": sorted({k for r in reports for k in r.kept}),
             "size_bytes": size, "size_after_purge_bytes": size_after_purge, "vacuum_s": vacuum_s,
             "sqlite_free_bytes": sqlite_free_bytes(target.home) if target.sqlite else None, **counts,
+            "pg_relations": pg_relation_sizes(target) if not target.sqlite else None,
         }  # fmt: skip
         days.append(row)
         rate = f"{row['purge_runs_per_s']:.1f}" if row["purge_runs_per_s"] else "-"
@@ -1173,7 +1202,18 @@ def pg_table_sizes(target: Target) -> dict[str, int]:
     with target.pg_connect() as conn, conn.cursor() as cur:
         cur.execute(
             "SELECT relname, pg_total_relation_size(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = "
-            "c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'r' ORDER BY 2 DESC LIMIT 8"
+            "c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'r' ORDER BY 2 DESC LIMIT 12"
+        )
+        return {name: int(size) for name, size in cur.fetchall()}
+
+
+def pg_relation_sizes(target: Target) -> dict[str, int]:
+    """Every table, index and TOAST table on its own (where a day's growth goes)."""
+    with target.pg_connect() as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT c.relname, pg_relation_size(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = "
+            "c.relnamespace WHERE n.nspname IN ('public', 'pg_toast') AND c.relkind IN ('r', 'i', 't') "
+            "AND pg_relation_size(c.oid) > 0 ORDER BY 2 DESC"
         )
         return {name: int(size) for name, size in cur.fetchall()}
 
@@ -1260,7 +1300,9 @@ def main(argv: list[str] | None = None) -> int:
         tick_repeat=args.tick_repeat or (10 if args.quick else 50), pg_vacuum=not args.no_pg_vacuum,
     )  # fmt: skip
     if not (args.capture / "history" / "runs.db").exists():
-        sys.exit(f"no captured instance at {args.capture}: make one with `stock-platform run --minutes 3`")
+        sys.exit(
+            f"no captured instance at {args.capture}: make one with `STOCK_PLATFORM_HOME=/tmp/sp_cap DBT_TESTS_EVERY_MINUTES=2 ./scripts/run.sh --minutes 4 --no-dashboard`"
+        )
     print(f"load average at start: {os.getloadavg()}  (cpus: {os.cpu_count()})", flush=True)
     capture = read_capture(args.capture)
     print_budgets(capture)

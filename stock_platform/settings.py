@@ -119,7 +119,7 @@ class Settings(_Variables):
     # Instance history (orchestration/purge.py, docs/operations.md). Successful runs also bound the minute
     # partitions the UI lists (partitions.py): a minute whose run was purged has no status left to show.
     history_success_days: PositiveInt = 3
-    history_failure_days: PositiveInt = 14
+    history_failure_days: PositiveInt = 7
     history_runless_days: PositiveInt = 1
     # The webserver as the runs reach it: the hourly purge reloads the code location through it once a UTC
     # day, so the partition window moves in a long-lived code server

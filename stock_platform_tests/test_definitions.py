@@ -65,4 +65,4 @@ def test_the_history_purge_runs_hourly_by_default_with_the_settings_retention():
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     assert schedule.cron_schedule == "17 * * * *" and schedule.job_name == "purge_history_job"
     retention = defs.resources["history"]  # type: ignore[index]
-    assert (retention.success_days, retention.failure_days, retention.runless_days) == (3, 14, 1)
+    assert (retention.success_days, retention.failure_days, retention.runless_days) == (3, 7, 1)
