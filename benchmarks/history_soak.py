@@ -100,11 +100,13 @@ from stock_platform.orchestration.checks import freshness_evaluations  # noqa: E
 from stock_platform.orchestration.purge import RetentionPolicy, purge_history  # noqa: E402
 from stock_platform.orchestration.sensors import SENSOR_NAME, previous_run  # noqa: E402
 from stock_platform.partitions import (  # noqa: E402
-    MINUTE_KEY_FORMAT,
     PARTITION_TAG,
     RANGE_END_TAG,
     RANGE_START_TAG,
     build_minute_partitions,
+    minute_key,
+    minute_window,
+    run_minute_range,
 )
 from stock_platform.settings import Settings  # noqa: E402
 
@@ -141,10 +143,6 @@ SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy writes DateTime columns i
 def naive(epoch: float) -> dt.datetime:
     """The tables store naive UTC datetimes."""
     return dt.datetime.fromtimestamp(epoch, dt.UTC).replace(tzinfo=None)
-
-
-def minute_key(moment: dt.datetime) -> str:
-    return moment.strftime(MINUTE_KEY_FORMAT)
 
 
 # --- Copying serialized text ------------------------------------------------------------------------
@@ -188,8 +186,7 @@ class Shift:
 
     def minute(self, key: str) -> str:
         if key not in self._minutes:
-            moment = dt.datetime.strptime(key, MINUTE_KEY_FORMAT) + dt.timedelta(seconds=self.delta_s)
-            self._minutes[key] = minute_key(moment)
+            self._minutes[key] = minute_key(minute_window(key)[0] + dt.timedelta(seconds=self.delta_s))
         return self._minutes[key]
 
     def render(self, text: str) -> str:
@@ -387,44 +384,61 @@ def _failed(template: Template, name: str) -> Template:
     return replace(kept, status="FAILURE", events=[*kept.events, *made])
 
 
-def _real_tests_run(runs: sqlite3.Connection, index: sqlite3.Connection, history: Path) -> Template | None:
-    """The capture's newest successful dbt_tests_job run, when it has one (a capture made with
-    DBT_TESTS_EVERY_MINUTES=2): copied as it is, its range moved to each copy's minutes."""
+def _newest_run(
+    runs: sqlite3.Connection, index: sqlite3.Connection, history: Path, job: str, name: str
+) -> tuple[dict[str, Any], dict[str, str], Template] | None:
+    """The capture's newest successful run of ``job``: its row, its tags and its events as a template."""
     found = _rows(
         runs,
         "SELECT * FROM runs WHERE pipeline_name = ? AND status = 'SUCCESS' ORDER BY id DESC LIMIT 1",
-        TESTS_JOB,
+        job,
     )
     if not found:
         return None
-    run_id = found[0]["run_id"]
+    row = found[0]
+    run_id = row["run_id"]
     tags = {r["key"]: r["value"] for r in _rows(runs, "SELECT * FROM run_tags WHERE run_id = ?", run_id)}
-    start = dt.datetime.strptime(tags[RANGE_START_TAG], MINUTE_KEY_FORMAT).replace(tzinfo=dt.UTC).timestamp()
+    first_minute = minute_window(run_minute_range(tags)[0])[0].timestamp()  # type: ignore[index]
     events, event_tags, checks = _read_events(
         sqlite3.connect(history / "runs" / f"{run_id}.db"), index, run_id
     )
-    template = Template("tests", TESTS_JOB, "SUCCESS", run_id, start, events, tags=event_tags, checks=checks)
-    template.real = True
-    return template
+    template = Template(
+        name, job, "SUCCESS", run_id, first_minute, events, tags=event_tags, checks=checks,
+        created=_epoch(row["create_timestamp"]),
+    )  # fmt: skip
+    return row, tags, template
+
+
+def _tests_from_minute_run(full: Template, outputs: list[str | None], model_outputs: set[str]) -> Template:
+    """A dbt_tests_job run made from a minute run that still carries dbt's tests: the run's own events
+    and the dbt step's, without the models' materializations."""
+    keep = [
+        i
+        for i, e in enumerate(full.events)
+        if e.step_key is None
+        or (
+            e.step_key == DBT_STEP
+            and e.type not in ("ASSET_MATERIALIZATION", "ASSET_MATERIALIZATION_PLANNED")
+            and not (e.type == "STEP_OUTPUT" and outputs[i] in model_outputs)
+        )
+    ]
+    tests = full.keep(keep, "tests")
+    return replace(
+        tests,
+        job=TESTS_JOB,
+        events=[replace(e, text=e.text.replace(f'"{MINUTE_JOB}"', f'"{TESTS_JOB}"')) for e in tests.events],
+    )
 
 
 def read_capture(home: Path) -> Capture:
     history = home / "history"
     runs = sqlite3.connect(history / "runs.db")
     index = sqlite3.connect(history / "runs" / "index.db")
-    run_row = _rows(
-        runs,
-        "SELECT * FROM runs WHERE pipeline_name = ? AND status = 'SUCCESS' ORDER BY id DESC LIMIT 1",
-        MINUTE_JOB,
-    )[0]
-    run_id = run_row["run_id"]
-    run_tags = {r["key"]: r["value"] for r in _rows(runs, "SELECT * FROM run_tags WHERE run_id = ?", run_id)}
-    minute = (
-        dt.datetime.strptime(run_tags[PARTITION_TAG], MINUTE_KEY_FORMAT).replace(tzinfo=dt.UTC).timestamp()
-    )
-    events, tags, checks = _read_events(sqlite3.connect(history / "runs" / f"{run_id}.db"), index, run_id)
-    full = Template("captured", MINUTE_JOB, "SUCCESS", run_id, minute, events, tags=tags, checks=checks)
-    full.created = _epoch(run_row["create_timestamp"])
+    newest = _newest_run(runs, index, history, MINUTE_JOB, "captured")
+    if newest is None:
+        sys.exit(f"the capture at {home} has no successful {MINUTE_JOB} run")
+    run_row, run_tags, full = newest
+    run_id, events = full.run_id, full.events
 
     # The minute run now: without dbt's tests (their planned and evaluation events, and the checks' step
     # outputs: every output of the dbt step that is not one of its models).
@@ -437,26 +451,12 @@ def read_capture(home: Path) -> Capture:
         for i, e in enumerate(events)
     ]
     minute_t = full.keep([i for i, drop in enumerate(dbt_tests) if not drop], "minute")
-    # dbt_tests_job: the run's own events and the dbt step's, without the models' materializations.
-    tests_keep = [
-        i
-        for i, e in enumerate(events)
-        if e.step_key is None
-        or (
-            e.step_key == DBT_STEP
-            and e.type not in ("ASSET_MATERIALIZATION", "ASSET_MATERIALIZATION_PLANNED")
-            and not (e.type == "STEP_OUTPUT" and outputs[i] in model_outputs)
-        )
-    ]
-    tests_t = full.keep(tests_keep, "tests")
-    tests_t = replace(
-        tests_t,
-        job=TESTS_JOB,
-        events=[replace(e, text=e.text.replace(f'"{MINUTE_JOB}"', f'"{TESTS_JOB}"')) for e in tests_t.events],
-    )
-    real_tests = _real_tests_run(runs, index, history)
-    if real_tests is not None:
-        tests_t = real_tests
+    # dbt_tests_job: a copy of the capture's real one (DBT_TESTS_EVERY_MINUTES=2 in the capture command).
+    captured_tests = _newest_run(runs, index, history, TESTS_JOB, "tests")
+    if captured_tests is not None:
+        tests_t = replace(captured_tests[2], real=True)
+    else:
+        tests_t = _tests_from_minute_run(full, outputs, model_outputs)
 
     # The lag sensor's newest report: one observation and the check evaluations after it.
     runless_shard = sqlite3.connect(history / "runs" / ".db")
@@ -515,7 +515,7 @@ def read_capture(home: Path) -> Capture:
         tick_log=tick_log,
         compute_logs=compute_logs,
         def_start=def_start,
-        window=(minute - 2 * 86400, minute + 2 * 86400),
+        window=(full.minute - 2 * 86400, full.minute + 2 * 86400),
         partitioned_keys=partitioned,
     )
 
@@ -1166,7 +1166,7 @@ def soak(target: Target, capture: Capture, opts: Options, workdir: Path) -> dict
             "kept_expired": sorted({k for r in reports for k in r.kept}),
             "size_bytes": size, "size_after_purge_bytes": size_after_purge, "vacuum_s": vacuum_s,
             "sqlite_free_bytes": sqlite_free_bytes(target.home) if target.sqlite else None, **counts,
-            "pg_relations": pg_relation_sizes(target) if not target.sqlite else None,
+            "pg_relations": pg_sizes(target, per_relation=True) if not target.sqlite else None,
         }  # fmt: skip
         days.append(row)
         rate = f"{row['purge_runs_per_s']:.1f}" if row["purge_runs_per_s"] else "-"
@@ -1188,7 +1188,7 @@ def soak(target: Target, capture: Capture, opts: Options, workdir: Path) -> dict
     loader.manifest.close()
     last_now = base + total_days * DAY
     orphans = count_orphans(target, last_now)
-    tables = pg_table_sizes(target) if not target.sqlite else {}
+    tables = pg_sizes(target) if not target.sqlite else {}
     return {
         "storage": target.name, "home": str(target.home), "manifest": str(manifest), "base": base.timestamp(),
         "last_now": last_now.timestamp(), "days": days, "measures": {str(k): v for k, v in measures.items()},
@@ -1198,24 +1198,19 @@ def soak(target: Target, capture: Capture, opts: Options, workdir: Path) -> dict
     }  # fmt: skip
 
 
-def pg_table_sizes(target: Target) -> dict[str, int]:
+def pg_sizes(target: Target, per_relation: bool = False) -> dict[str, int]:
+    """The largest tables with their indexes and TOAST (``pg_total_relation_size``); or, per relation,
+    every table, index and TOAST table on its own (where a day's growth goes)."""
+    if per_relation:
+        size, kinds, schemas, limit = "pg_relation_size", "'r', 'i', 't'", "'public', 'pg_toast'", ""
+    else:
+        size, kinds, schemas, limit = "pg_total_relation_size", "'r'", "'public'", " LIMIT 12"
     with target.pg_connect() as conn, conn.cursor() as cur:
         cur.execute(
-            "SELECT relname, pg_total_relation_size(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = "
-            "c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'r' ORDER BY 2 DESC LIMIT 12"
+            f"SELECT c.relname, {size}(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            f"WHERE n.nspname IN ({schemas}) AND c.relkind IN ({kinds}) AND {size}(c.oid) > 0 ORDER BY 2 DESC{limit}"
         )
-        return {name: int(size) for name, size in cur.fetchall()}
-
-
-def pg_relation_sizes(target: Target) -> dict[str, int]:
-    """Every table, index and TOAST table on its own (where a day's growth goes)."""
-    with target.pg_connect() as conn, conn.cursor() as cur:
-        cur.execute(
-            "SELECT c.relname, pg_relation_size(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = "
-            "c.relnamespace WHERE n.nspname IN ('public', 'pg_toast') AND c.relkind IN ('r', 'i', 't') "
-            "AND pg_relation_size(c.oid) > 0 ORDER BY 2 DESC"
-        )
-        return {name: int(size) for name, size in cur.fetchall()}
+        return {name: int(n) for name, n in cur.fetchall()}
 
 
 # --- Criteria and report ----------------------------------------------------------------------------
