@@ -406,7 +406,7 @@ def test_dagster_yaml_uses_postgres_from_env_and_a_bounded_run_queue(
     instance = dg.DagsterInstance.from_config(str(tmp_path))
     try:
         assert type(instance.compute_log_manager).__name__ == "S3ComputeLogManager"
-        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        assert type(instance.run_coordinator).__name__ == "PromptRunCoordinator"
         queue = instance.get_concurrency_config().run_queue_config
         assert queue is not None
         assert queue.max_concurrent_runs == 4

@@ -196,7 +196,7 @@ def test_the_local_instance_keeps_the_deployments_run_policy(tmp_path: Path) -> 
     assert local == {**{name: deployed[name] for name in POLICY_SECTIONS}, "run_launcher": LOCAL_RUN_LAUNCHER}
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         assert type(instance.run_launcher).__name__ == "WarmRunLauncher"
-        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        assert type(instance.run_coordinator).__name__ == "PromptRunCoordinator"
         assert type(instance.compute_log_manager).__name__ == "LocalComputeLogManager"
         queue = instance.get_concurrency_config().run_queue_config
         assert queue is not None and queue.tag_concurrency_limits[0] == {

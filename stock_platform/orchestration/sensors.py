@@ -43,8 +43,12 @@ SENSOR_INTERVAL_S = DAEMON_LOOP_S - 1
 # within a fraction of a second of its close instead of at the next tick (on average 2.5 s later). Longer
 # than the gap between ticks, so one tick before every close waits.
 ALIGN_WITHIN_S = DAEMON_LOOP_S + 1.5
-# After the end: time for the broker to make the minute's last appends visible before the first look.
-SETTLE_MS = 250
+# After the end: the first look at Kafka, then one every POLL_MS until every partition has a record of
+# the new minute (the old one is then complete: Kafka appends in order per partition) or the grace
+# period is over. Looking once and then only at the grace's end made the ~10 % of minutes in which some
+# partition was still quiet at the first look wait the whole grace (the p95 of minute close -> gold).
+SETTLE_MS = 100
+POLL_MS = 100
 IN_FLIGHT = {
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -67,21 +71,20 @@ def sleep_ms(ms: int) -> None:
 
 def wait_for_close(now: int, grace_ms: int, snapshot_at: Any) -> tuple[int, Any]:
     """The Kafka snapshot a tick plans from, taken just after the current minute's end when that end is
-    near: ``snapshot_at(now)`` once ``SETTLE_MS`` past the end and, if some partition has no record of
-    the new minute yet, once more when the grace period is over. Far from an end it is taken at once.
-    Returns the time of the snapshot and the snapshot.
+    near: ``snapshot_at(now)`` from ``SETTLE_MS`` past the end, again every ``POLL_MS`` while some
+    partition has no record of the new minute yet, and a last time when the grace period is over. Far
+    from an end it is taken at once. Returns the time of the snapshot and the snapshot.
     """
     end = (now // MINUTE_MS + 1) * MINUTE_MS
     if end - now > ALIGN_WITHIN_S * 1000:
         return now, snapshot_at(now)
     sleep_ms(end + SETTLE_MS - now)
-    now = now_ms()
-    snapshot = snapshot_at(now)
-    if snapshot.current_minute_has_records or grace_ms <= SETTLE_MS:
-        return now, snapshot
-    sleep_ms(max(0, end + grace_ms - now))
-    now = now_ms()
-    return now, snapshot_at(now)
+    while True:
+        now = now_ms()
+        snapshot = snapshot_at(now)
+        if snapshot.current_minute_has_records or now >= end + grace_ms:
+            return now, snapshot
+        sleep_ms(min(POLL_MS, end + grace_ms - now))
 
 
 def previous_run(instance: dg.DagsterInstance) -> PreviousRun:

@@ -284,10 +284,16 @@ def test_a_tick_near_a_minutes_end_plans_from_a_look_at_which_that_minute_is_clo
         return
     ended = minute_key(dt.datetime.fromtimestamp((end - MINUTE_MS) / 1000, dt.UTC))
     assert last_closed_minute(at, grace_ms, snapshot.current_minute_has_records) >= ended
-    assert len(looks) <= 2
     assert at <= end + max(grace_ms, sensors.SETTLE_MS)
+    assert looks[0] == end + sensors.SETTLE_MS
+    # Polled, not busy: looks at least POLL_MS apart, except the last one, taken at the grace's end.
+    gaps = [b - a for a, b in zip(looks, looks[1:], strict=False)]
+    assert all(g >= sensors.POLL_MS for g in gaps[:-1]) and all(g > 0 for g in gaps)
     if records_after_ms is not None and records_after_ms <= sensors.SETTLE_MS:
         assert at == end + sensors.SETTLE_MS, "closed by records at the first look: no second wait"
+    elif records_after_ms is not None and records_after_ms < grace_ms:
+        # Closed by its records: the tick plans within one poll of the moment they are visible.
+        assert end + records_after_ms <= at < end + records_after_ms + sensors.POLL_MS
 
 
 def test_dbt_tests_runs_follow_a_minute_run_every_block_and_the_report_is_once_a_minute(monkeypatch):
