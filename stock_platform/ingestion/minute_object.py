@@ -8,6 +8,7 @@ whatever the minute's size.
 
 from __future__ import annotations
 
+import bisect
 import json
 import queue
 import struct
@@ -291,6 +292,89 @@ def write_minute_files(
         files.abort()
         raise
     return encoder.stats
+
+
+@dataclass(frozen=True)
+class MinuteTarget:
+    """One minute of a group read together: its offset ranges and where its files go."""
+
+    minute_iso: str
+    object_key: str
+    ranges: tuple[tuple[int, int, int], ...]  # (partition, start, end)
+    raw_path: Path
+    dead_letter_path: Path
+
+
+class _MinuteRouter:
+    """Which minute of a group a record belongs to, from its partition and offset (each minute's ranges
+    are disjoint; a record in none, between two ranges, belongs to no minute of the group)."""
+
+    def __init__(self, targets: Sequence[MinuteTarget]) -> None:
+        spans: dict[int, list[tuple[int, int, int]]] = {}
+        for index, target in enumerate(targets):
+            for partition, start, end in target.ranges:
+                if end > start:
+                    spans.setdefault(partition, []).append((start, end, index))
+        self._spans = {p: sorted(s) for p, s in spans.items()}
+        self._starts = {p: [s[0] for s in spans] for p, spans in self._spans.items()}
+        self._current: dict[int, tuple[int, int, int]] = {}  # records come in offset order per partition
+
+    def minute_of(self, partition: int, offset: int) -> int | None:
+        span = self._current.get(partition)
+        if span is not None and span[0] <= offset < span[1]:
+            return span[2]
+        starts = self._starts.get(partition)
+        if not starts:
+            return None
+        i = bisect.bisect_right(starts, offset) - 1
+        if i < 0:
+            return None
+        span = self._spans[partition][i]
+        if offset >= span[1]:
+            return None
+        self._current[partition] = span
+        return span[2]
+
+
+def write_minute_group(
+    chunks: Iterable[Sequence[KafkaMessage]], targets: Sequence[MinuteTarget], *, topic: str
+) -> list[MinuteObjectStats]:
+    """Like write_minute_files for several minutes read in one pass: ``chunks`` covers their ranges (and
+    possibly offsets between them, which belong to no minute and are skipped); each record goes to its
+    minute's files. A catch-up run reads its hours this way instead of opening a consumer per minute."""
+    router = _MinuteRouter(targets)
+    encoders = [ChunkEncoder(minute_iso=t.minute_iso, topic=topic, object_key=t.object_key) for t in targets]
+    files: list[_MinuteFiles | None] = [None] * len(targets)
+    started = time.perf_counter()
+    try:
+        for chunk in chunks:
+            parts: dict[int, list[KafkaMessage]] = {}
+            for message in chunk:
+                index = router.minute_of(message.partition(), message.offset())
+                if index is not None:
+                    parts.setdefault(index, []).append(message)
+            for index, messages in parts.items():
+                minute_files = files[index]
+                if minute_files is None:
+                    target = targets[index]
+                    minute_files = files[index] = _MinuteFiles(target.raw_path, target.dead_letter_path)
+                minute_files.write(*encoders[index].encode(messages))
+        elapsed = time.perf_counter() - started
+        total = sum(e.stats.records for e in encoders) or 1
+        for index, target in enumerate(targets):
+            # A minute without records still gets its (empty) object.
+            minute_files = files[index] = files[index] or _MinuteFiles(
+                target.raw_path, target.dead_letter_path
+            )
+            stats = encoders[index].stats
+            stats.read_seconds = elapsed * stats.records / total  # the group's read time, shared by records
+            stats.raw_bytes = minute_files.close()
+    except BaseException:
+        for minute_files in files:
+            if minute_files is not None:
+                minute_files.abort()
+        raise
+    return [e.stats for e in encoders]
 
 
 def write_minute_files_parallel(

@@ -17,7 +17,7 @@ import hashlib
 import json
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -334,24 +334,61 @@ class KafkaResource(dg.ConfigurableResource):
     ) -> MinuteBatch:
         """The minute's offset range on each partition; raises MinuteNotClosed while it may still grow.
 
-        Pass ``consumer`` to share one connection across the minutes of a catch-up run. ``floor`` lowers
-        the ranges' starts to those offsets: the first minute of the partitions window takes in the
-        records appended before the window that were never ingested, which no minute could hold
-        otherwise.
+        Pass ``consumer`` to share one connection across calls. ``floor`` lowers the ranges' starts to
+        those offsets: the first minute of the partitions window takes in the records appended before the
+        window that were never ingested, which no minute could hold otherwise.
         """
-        start_ms, end_ms = minute_window_ms(partition_key)
+        floors = {partition_key: floor} if floor else None
+        return self.minute_batches([partition_key], now_ms, consumer, floors)[0]
+
+    def minute_batches(
+        self,
+        partition_keys: Sequence[str],
+        now_ms: int | None = None,
+        consumer: Consumer | None = None,
+        floors: Mapping[str, Mapping[int, int]] | None = None,
+    ) -> list[MinuteBatch]:
+        """minute_batch for several minutes from one look at the topic: its partitions and watermarks
+        once, and one offsets_for_times per minute boundary (a minute's end is the next one's start), so
+        a catch-up run of hundreds of minutes asks the broker a few hundred questions, not thousands.
+        ``floors`` maps a minute to its floor (minute_batch)."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        if now_ms < end_ms:
-            raise MinuteNotClosed(
-                f"minute {partition_key} is still open: it ends in {(end_ms - now_ms) / 1000:.1f} s"
-            )
+        windows = [(key, *minute_window_ms(key)) for key in partition_keys]
+        for key, _, end_ms in windows:
+            if now_ms < end_ms:
+                raise MinuteNotClosed(
+                    f"minute {key} is still open: it ends in {(end_ms - now_ms) / 1000:.1f} s"
+                )
         if consumer is None:
             with self.consumer() as owned:
-                return self.minute_batch(partition_key, now_ms, owned, floor)
+                return self.minute_batches(partition_keys, now_ms, owned, floors)
         partitions = self.partitions(consumer)
+        # Read before the timestamp lookups (offset_ranges says why).
         watermarks = self._watermarks(consumer, partitions)
-        starts = self._offsets_at(consumer, partitions, start_ms)
-        ends = self._offsets_at(consumer, partitions, end_ms)
+        offsets_at: dict[int, dict[int, int]] = {}
+        for _, start_ms, end_ms in windows:
+            for at in (start_ms, end_ms):
+                if at not in offsets_at:
+                    offsets_at[at] = self._offsets_at(consumer, partitions, at)
+        return [
+            self._minute_batch_from(
+                key, now_ms, end_ms, partitions, watermarks, offsets_at[start_ms], offsets_at[end_ms],
+                (floors or {}).get(key),
+            )
+            for key, start_ms, end_ms in windows
+        ]  # fmt: skip
+
+    def _minute_batch_from(
+        self,
+        partition_key: str,
+        now_ms: int,
+        end_ms: int,
+        partitions: list[int],
+        watermarks: Mapping[int, tuple[int, int]],
+        starts: Mapping[int, int],
+        ends: Mapping[int, int],
+        floor: Mapping[int, int] | None,
+    ) -> MinuteBatch:
         idle = [p for p in partitions if ends[p] < 0]
         reason = closed_reason(now_ms, end_ms, int(self.grace_seconds * 1000), not idle)
         if reason is None:

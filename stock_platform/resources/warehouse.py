@@ -196,32 +196,59 @@ class DuckDBWarehouse(Warehouse):
             raise
 
     def load_minutes(self, topic: str, files: Sequence[MinuteFile]) -> dict[str, int]:
+        if not files:
+            return {}
         loaded_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-        rows: dict[str, int] = {}
+        minutes = {f.partition_key: minute_window(f.partition_key)[0].replace(tzinfo=None) for f in files}
         conn = self.connect()
         try:
             self.ensure_table(conn)
             conn.execute("begin transaction")
-            for f in files:
-                minute = minute_window(f.partition_key)[0].replace(tzinfo=None)
-                # Keyed by (minute, topic): a second topic loaded into the same table keeps its rows.
-                conn.execute(f"delete from {DUCKDB_TABLE} where minute = ? and topic = ?", [minute, topic])
-                # read_json_objects keeps each line's JSON text as is: the envelope lands unchanged in v.
-                inserted = conn.execute(
-                    f"""
-                    insert into {DUCKDB_TABLE}
-                    select json, ?::timestamp, ?, (json->>'kafka_partition')::integer,
-                           (json->>'kafka_offset')::bigint, ?::timestamp, ?
-                    from read_json_objects(?, format = 'newline_delimited', compression = 'gzip')
-                    """,
-                    [minute, f.object_key, loaded_at, topic, str(f.path)],
-                ).fetchone()
-                rows[f.partition_key] = int(inserted[0]) if inserted else 0
-                conn.execute(f"delete from {DUCKDB_LEDGER} where topic = ? and minute = ?", [topic, minute])
+            # All the run's minutes in a few statements, not four per minute: a catch-up run of hundreds
+            # of minutes is one scan of its files (read in parallel), one delete and one insert.
+            conn.execute("create temp table load_files (path varchar, minute timestamp, object_key varchar)")
+            conn.executemany(
+                "insert into load_files values (?, ?, ?)",
+                [[str(f.path), minutes[f.partition_key], f.object_key] for f in files],
+            )
+            # Keyed by (minute, topic): a second topic loaded into the same table keeps its rows.
+            conn.execute(
+                f"delete from {DUCKDB_TABLE} where topic = ? and minute in (select minute from load_files)",
+                [topic],
+            )
+            # read_json_objects keeps each line's JSON text as is: the envelope lands unchanged in v.
+            conn.execute(
+                f"""
+                insert into {DUCKDB_TABLE}
+                select j.json, f.minute, f.object_key, (j.json->>'kafka_partition')::integer,
+                       (j.json->>'kafka_offset')::bigint, ?::timestamp, ?
+                from read_json_objects(?, format = 'newline_delimited', compression = 'gzip', filename = true) as j
+                join load_files as f on j.filename = f.path
+                """,
+                [loaded_at, topic, [str(f.path) for f in files]],
+            )
+            counted = dict(
                 conn.execute(
-                    f"insert into {DUCKDB_LEDGER} values (?, ?, ?, ?, ?)",
-                    [topic, minute, f.object_key, rows[f.partition_key], loaded_at],
-                )
+                    f"""
+                    select minute, count(*) from {DUCKDB_TABLE}
+                    where topic = ? and minute in (select minute from load_files) group by minute
+                    """,
+                    [topic],
+                ).fetchall()
+            )
+            rows = {key: int(counted.get(minute, 0)) for key, minute in minutes.items()}
+            conn.execute(
+                f"delete from {DUCKDB_LEDGER} where topic = ? and minute in (select minute from load_files)",
+                [topic],
+            )
+            conn.executemany(
+                f"insert into {DUCKDB_LEDGER} values (?, ?, ?, ?, ?)",
+                [
+                    [topic, minutes[f.partition_key], f.object_key, rows[f.partition_key], loaded_at]
+                    for f in files
+                ],
+            )
+            conn.execute("drop table load_files")
             conn.execute("commit")
         except BaseException:
             # Nothing begun yet, or DuckDB already rolled the failed transaction back: either is fine.
