@@ -38,8 +38,9 @@ RUN_LIFECYCLE = [
     dg.DagsterEventType.RUN_SUCCESS,
 ]
 
-# A code location small enough to load in a second: one job, and a sensor that requests it once (the run
-# key deduplicates however many times the sensor ticks).
+# A code location small enough to load in a second: one job, and a sensor that requests two runs of it once
+# (the run keys deduplicate however many times the sensor ticks): the deployed PromptRunCoordinator starts the
+# first at submission, the second waits in the queue behind it and is started by the queue's daemon.
 LOCATION = """
 import dagster as dg
 
@@ -56,7 +57,7 @@ def tiny_job():
 
 @dg.sensor(job=tiny_job, minimum_interval_seconds=1, default_status=dg.DefaultSensorStatus.RUNNING)
 def request_once(context):
-    return dg.RunRequest(run_key="once")
+    return [dg.RunRequest(run_key="first"), dg.RunRequest(run_key="second")]
 
 
 defs = dg.Definitions(jobs=[tiny_job], sensors=[request_once])
@@ -209,12 +210,16 @@ def test_the_daemon_dequeues_a_sensor_run_through_the_deployed_queue(
         )  # fmt: skip
     try:
         with dg.DagsterInstance.from_config(str(instance_home)) as instance:
-            run = wait_for_sensor_run(instance, daemon, log, timeout_s=120)
-            # Through the deployed queue: enqueued when the sensor requested it, then started by the queue's
-            # daemon (its dequeue is the RUN_STARTING event), then done.
-            kinds = [record.event_log_entry.dagster_event_type
-                     for record in instance.get_records_for_run(run.run_id).records]  # fmt: skip
-            assert [kind for kind in kinds if kind in RUN_LIFECYCLE] == RUN_LIFECYCLE, kinds
+            runs = wait_for_sensor_runs(instance, daemon, log, count=2, timeout_s=120)
+            lifecycles = []
+            for run in runs:
+                kinds = [record.event_log_entry.dagster_event_type
+                         for record in instance.get_records_for_run(run.run_id).records]  # fmt: skip
+                lifecycles.append([kind for kind in kinds if kind in RUN_LIFECYCLE])
+            # Each run either started at submission, or was enqueued and then started by the queue's daemon
+            # (its dequeue is the RUN_STARTING event); the one behind the other went through the queue.
+            assert all(lc in (RUN_LIFECYCLE, RUN_LIFECYCLE[1:]) for lc in lifecycles), lifecycles
+            assert RUN_LIFECYCLE in lifecycles, lifecycles
         # A clean stop: SIGTERM is the daemon's interrupt; it stops its threads, asks the code server it
         # started to shut down, and exits 0. The code server then leaves by itself (a signal sent to it
         # while it shuts down can leave it hanging, so none is sent unless it overstays).
@@ -235,21 +240,22 @@ def test_the_daemon_dequeues_a_sensor_run_through_the_deployed_queue(
     assert {"SENSOR", "QUEUED_RUN_COORDINATOR"} <= beating
 
 
-def wait_for_sensor_run(
-    instance: dg.DagsterInstance, daemon: subprocess.Popen, log: Path, timeout_s: float
-) -> Any:
+def wait_for_sensor_runs(
+    instance: dg.DagsterInstance, daemon: subprocess.Popen, log: Path, count: int, timeout_s: float
+) -> list[Any]:
     deadline = time.monotonic() + timeout_s
     runs: list[Any] = []
     while time.monotonic() < deadline:
         assert daemon.poll() is None, f"dagster-daemon exited:\n{log_tail(log, 60)}"
         runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/sensor_name": "request_once"}))
-        if runs and runs[0].status == dg.DagsterRunStatus.SUCCESS:
-            assert len(runs) == 1
-            return runs[0]
-        if runs and runs[0].status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
-            pytest.fail(f"the sensor's run ended {runs[0].status}:\n{log_tail(log, 60)}")
+        failed = [r for r in runs if r.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)]
+        if failed:
+            pytest.fail(f"a sensor's run ended {failed[0].status}:\n{log_tail(log, 60)}")
+        if len(runs) >= count and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs):
+            assert len(runs) == count
+            return runs
         time.sleep(0.5)
-    pytest.fail(f"no successful sensor run in {timeout_s:.0f} s (runs: {[r.status for r in runs]}):\n"
+    pytest.fail(f"not {count} successful sensor runs in {timeout_s:.0f} s (runs: {[r.status for r in runs]}):\n"
                 f"{log_tail(log, 60)}")  # fmt: skip
 
 

@@ -243,7 +243,9 @@ def test_the_purge_moves_the_partition_window_by_reloading_the_code_location_onc
             e["updatedTimestamp"] for e in entries["locationEntries"] if e["name"] == "stock_platform"
         )
 
-    today = dt.date(2026, 12, 2)
+    # Days before the real one: the purge job below moves the window for the real day, which must differ
+    # from the last day moved here (a fixed date made the test fail on the day after it).
+    today = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=2)
     (tmp_path / "instance").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "instance")) as instance:
         before = load_time()
