@@ -18,7 +18,10 @@ pytestmark = pytest.mark.integration
 def test_kafka_produce_offsets_for_times_consume_round_trip(kafka_broker):
     topic = f"roundtrip-{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap_servers})
-    admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])[topic].result(timeout=30)
+    # Kept forever: records stamped in 2023 would otherwise go at the broker's next retention check.
+    config = {"retention.ms": "-1"}
+    created = admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1, config=config)])
+    created[topic].result(timeout=30)
 
     base_ms = 1_700_000_000_000
     producer = Producer({"bootstrap.servers": kafka_broker.bootstrap_servers, "enable.idempotence": True})

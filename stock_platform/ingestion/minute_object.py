@@ -316,20 +316,17 @@ class _MinuteRouter:
                 if end > start:
                     spans.setdefault(partition, []).append((start, end, index))
         self._spans = {p: sorted(s) for p, s in spans.items()}
-        self._starts = {p: [s[0] for s in spans] for p, spans in self._spans.items()}
         self._current: dict[int, tuple[int, int, int]] = {}  # records come in offset order per partition
 
     def minute_of(self, partition: int, offset: int) -> int | None:
         span = self._current.get(partition)
         if span is not None and span[0] <= offset < span[1]:
             return span[2]
-        starts = self._starts.get(partition)
-        if not starts:
-            return None
-        i = bisect.bisect_right(starts, offset) - 1
+        spans = self._spans.get(partition, [])
+        i = bisect.bisect_right(spans, offset, key=lambda s: s[0]) - 1
         if i < 0:
             return None
-        span = self._spans[partition][i]
+        span = spans[i]
         if offset >= span[1]:
             return None
         self._current[partition] = span

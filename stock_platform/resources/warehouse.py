@@ -248,8 +248,7 @@ class DuckDBWarehouse(Warehouse):
                     for f in files
                 ],
             )
-            conn.execute("drop table load_files")
-            conn.execute("commit")
+            conn.execute("commit")  # load_files, a temp table, goes with the connection
         except BaseException:
             # Nothing begun yet, or DuckDB already rolled the failed transaction back: either is fine.
             with contextlib.suppress(duckdb.Error):

@@ -61,8 +61,12 @@ def partition_count(admin: AdminClient, topic: str) -> int:
 
 
 def create_time_topic(admin: AdminClient, topic: str, partitions: int = 2) -> None:
-    """A topic as Kafka creates it by default: records keep their producer's timestamp."""
-    admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(30)
+    """A topic as Kafka creates it by default: records keep their producer's timestamp.
+
+    It keeps records forever: the broker's retention check (every 5 min) would otherwise delete, at a
+    moment no test controls, a record whose producer-stamped time is years old.
+    """
+    admin.create_topics([NewTopic(topic, partitions, 1, config={"retention.ms": "-1"})])[topic].result(30)
     wait_for_topic(admin, topic)
     assert timestamp_type(admin, topic) == "CreateTime"
 
