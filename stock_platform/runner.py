@@ -34,6 +34,12 @@ LOCAL_RUN_LAUNCHER = {
     "module": "stock_platform.orchestration.warm_launcher",
     "class": "WarmRunLauncher",
 }
+# Dagster's SQLite storage (the same files under the home), writing a range run's thousands of
+# per-partition events in a few transactions (orchestration/batched_sqlite.py).
+LOCAL_SQLITE_STORAGE = {
+    "module": "stock_platform.orchestration.batched_sqlite",
+    "class": "BatchedSqliteStorage",
+}
 # The first line of every config this command writes: a file that starts otherwise was edited by hand.
 LOCAL_MARK = "# Written by `stock-platform run`"
 LOCAL_HEADER = f"{LOCAL_MARK}: a local instance (SQLite under this folder).\n"
@@ -44,19 +50,23 @@ POSTGRES_HEADER = (
 )
 
 
-def local_instance_yaml(postgres_port: int | None = None) -> str:
-    """The local instance config: the policy sections of docker/dagster.yaml and the warm launcher, and,
-    given the port of a local PostgreSQL, docker/dagster.yaml's storage section pointed at it."""
+def local_instance_yaml(dagster_home: Path, postgres_port: int | None = None) -> str:
+    """The local instance config: the policy sections of docker/dagster.yaml and the warm launcher, and
+    batched SQLite storage under ``dagster_home`` or, given the port of a local PostgreSQL,
+    docker/dagster.yaml's storage section pointed at it."""
     import yaml  # type: ignore[import-untyped]  # PyYAML, which Dagster depends on, ships no types
 
     deployed = yaml.safe_load(POLICY_SOURCE.read_text())
     policy = {name: deployed[name] for name in POLICY_SECTIONS if name in deployed}
-    header = LOCAL_HEADER
-    if postgres_port is not None:
+    if postgres_port is None:
+        storage = {"custom": {**LOCAL_SQLITE_STORAGE, "config": {"base_dir": str(dagster_home)}}}
+        header = LOCAL_HEADER
+    else:
         # The deployed section itself (its driver scheme among the rest); only the port is compose's own.
-        policy = {"storage": deployed["storage"], **policy}
-        policy["storage"]["postgres"]["postgres_db"]["port"] = postgres_port
+        storage = deployed["storage"]
+        storage["postgres"]["postgres_db"]["port"] = postgres_port
         header = POSTGRES_HEADER
+    policy = {"storage": storage, **policy}
     return (
         f"{header}# Its run policy is copied from docker/dagster.yaml, where it is explained; runs are\n"
         "# forked from a warm run host (stock_platform/orchestration/warm_launcher.py).\n"
@@ -96,7 +106,7 @@ def prepare_dagster_home(dagster_home: Path, postgres_port: int | None = None) -
     dagster_home.mkdir(parents=True, exist_ok=True)
     config = dagster_home / "dagster.yaml"
     if not config.exists() or config.read_text().startswith(LOCAL_MARK):
-        config.write_text(local_instance_yaml(postgres_port))
+        config.write_text(local_instance_yaml(dagster_home.resolve(), postgres_port))
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         instance.get_runs(limit=1)
         instance.all_instigator_state()

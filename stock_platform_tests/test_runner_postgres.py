@@ -26,7 +26,7 @@ def test_the_option_is_off_by_default() -> None:
 
 
 def test_the_postgres_config_is_the_deployed_storage_on_the_local_port() -> None:
-    text = runner.local_instance_yaml(postgres_port=54321)
+    text = runner.local_instance_yaml(Path("/home"), postgres_port=54321)
     assert text.startswith(runner.LOCAL_MARK)
     local, deployed = yaml.safe_load(text), yaml.safe_load(runner.POLICY_SOURCE.read_text())
     storage = deployed["storage"]
@@ -59,4 +59,7 @@ def test_prepare_dagster_home_opens_the_instance_on_postgres_and_switches_back(
     conn.close()
     # A later run without --postgres writes the SQLite config over it (it is still ours, not hand-edited).
     runner.prepare_dagster_home(tmp_path)
-    assert "storage" not in written(tmp_path)
+    assert written(tmp_path)["storage"]["custom"] == {
+        **runner.LOCAL_SQLITE_STORAGE,
+        "config": {"base_dir": str(tmp_path.resolve())},
+    }

@@ -186,15 +186,29 @@ def test_the_ui_run_checks_use_the_sensors_configured_thresholds() -> None:
 def test_the_local_instance_keeps_the_deployments_run_policy(tmp_path: Path) -> None:
     import yaml
 
-    from stock_platform.runner import LOCAL_RUN_LAUNCHER, POLICY_SECTIONS, POLICY_SOURCE, prepare_dagster_home
+    from stock_platform.runner import (
+        LOCAL_RUN_LAUNCHER,
+        LOCAL_SQLITE_STORAGE,
+        POLICY_SECTIONS,
+        POLICY_SOURCE,
+        prepare_dagster_home,
+    )
 
     prepare_dagster_home(tmp_path)
     local = yaml.safe_load((tmp_path / "dagster.yaml").read_text())
     deployed = yaml.safe_load(POLICY_SOURCE.read_text())
-    # One policy: the local file holds docker/dagster.yaml's sections and the warm launcher, and no storage
-    # or log manager.
-    assert local == {**{name: deployed[name] for name in POLICY_SECTIONS}, "run_launcher": LOCAL_RUN_LAUNCHER}
+    # One policy: the local file holds docker/dagster.yaml's sections, the warm launcher and the batched
+    # SQLite storage in the home, and no log manager.
+    storage = {"custom": {**LOCAL_SQLITE_STORAGE, "config": {"base_dir": str(tmp_path.resolve())}}}
+    assert local == {
+        "storage": storage,
+        **{name: deployed[name] for name in POLICY_SECTIONS},
+        "run_launcher": LOCAL_RUN_LAUNCHER,
+    }
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert type(instance.event_log_storage).__name__ == "BatchedSqliteEventLogStorage"
+        # Dagster's default SQLite files, where an instance without this storage kept them.
+        assert instance.event_log_storage._base_dir == str(tmp_path.resolve() / "history" / "runs")  # type: ignore[attr-defined]
         assert type(instance.run_launcher).__name__ == "WarmRunLauncher"
         assert type(instance.run_coordinator).__name__ == "PromptRunCoordinator"
         assert type(instance.compute_log_manager).__name__ == "LocalComputeLogManager"
