@@ -24,6 +24,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 )
 from dagster._core.events import (
     AssetMaterializationPlannedData,
+    AssetObservationData,
     DagsterEvent,
     DagsterEventType,
     StepMaterializationData,
@@ -52,34 +53,27 @@ def dagster_event(kind: str, asset: int, partition: int | None) -> DagsterEvent:
         return DagsterEvent.build_asset_materialization_planned_event(
             "job", "step", AssetMaterializationPlannedData(key, partition=part)
         )
-    if kind == "materialization":
-        data = StepMaterializationData(dg.AssetMaterialization(key, partition=part, metadata={"rows": asset}))
-        return DagsterEvent(
-            DagsterEventType.ASSET_MATERIALIZATION.value, "job", step_key="step", event_specific_data=data
-        )
-    if kind == "observation":
-        from dagster._core.events import AssetObservationData
-
-        data = AssetObservationData(dg.AssetObservation(key, partition=part, metadata={"lag": 3}))
-        return DagsterEvent(
-            DagsterEventType.ASSET_OBSERVATION.value, "job", step_key="step", event_specific_data=data
-        )
-    if kind == "check_planned":
-        planned = AssetCheckEvaluationPlanned(asset_key=key, check_name="fresh")
-        return DagsterEvent(
-            DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED.value,
-            "job",
-            step_key="step",
-            event_specific_data=planned,
-        )
-    if kind == "check":
-        evaluation = AssetCheckEvaluation(asset_key=key, check_name="fresh", passed=asset % 2 == 0)
-        return DagsterEvent(
-            DagsterEventType.ASSET_CHECK_EVALUATION.value,
-            "job",
-            step_key="step",
-            event_specific_data=evaluation,
-        )
+    step_events = {
+        "materialization": lambda: (
+            DagsterEventType.ASSET_MATERIALIZATION,
+            StepMaterializationData(dg.AssetMaterialization(key, partition=part, metadata={"rows": asset})),
+        ),
+        "observation": lambda: (
+            DagsterEventType.ASSET_OBSERVATION,
+            AssetObservationData(dg.AssetObservation(key, partition=part, metadata={"lag": 3})),
+        ),
+        "check_planned": lambda: (
+            DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED,
+            AssetCheckEvaluationPlanned(asset_key=key, check_name="fresh"),
+        ),
+        "check": lambda: (
+            DagsterEventType.ASSET_CHECK_EVALUATION,
+            AssetCheckEvaluation(asset_key=key, check_name="fresh", passed=asset % 2 == 0),
+        ),
+    }
+    if kind in step_events:
+        event_type, data = step_events[kind]()
+        return DagsterEvent(event_type.value, "job", step_key="step", event_specific_data=data)
     if kind == "run_start":
         return DagsterEvent(DagsterEventType.RUN_START.value, "job")
     assert kind == "run_success"
