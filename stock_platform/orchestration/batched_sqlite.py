@@ -27,7 +27,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import yaml  # type: ignore[import-untyped]  # PyYAML, which Dagster depends on, ships no types
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME, SqliteEventLogStorage
 from dagster._core.storage.runs import SqliteRunStorage
@@ -40,7 +39,6 @@ from dagster._core.storage.sqlite_storage import (
     _schedule_directory,
 )
 from dagster._serdes import ConfigurableClassData
-from dagster._utils import mkdir_p
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
@@ -98,17 +96,12 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
                     conn.close()  # rolls back whatever was not committed
                     engine.dispose()
 
-    @classmethod
-    def from_config_value(
-        cls, inst_data: ConfigurableClassData | None, config_value: Any
-    ) -> BatchedSqliteEventLogStorage:  # type: ignore[override]
-        return cls(inst_data=inst_data, **config_value)
-
 
 class BatchedSqliteStorage(DagsterSqliteStorage):
     """Dagster's default SQLite storage (same files under ``base_dir``) with the batched event log."""
 
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None):
+        # The base constructor's own lines, with the batched event log: it names its event log class.
         os.environ.setdefault(BATCH_SIZE_ENV, str(BATCH_SIZE))
         self.base_dir = base_dir
         self._run_storage = SqliteRunStorage.from_local(_runs_directory(base_dir))
@@ -119,13 +112,4 @@ class BatchedSqliteStorage(DagsterSqliteStorage):
 
     @classmethod
     def from_config_value(cls, inst_data: ConfigurableClassData, config_value: Any) -> BatchedSqliteStorage:  # type: ignore[override]
-        mkdir_p(config_value["base_dir"])
-        return cls(inst_data=inst_data, **config_value)
-
-    @property
-    def event_storage_data(self) -> ConfigurableClassData | None:
-        return ConfigurableClassData(
-            __name__,
-            BatchedSqliteEventLogStorage.__name__,
-            yaml.dump({"base_dir": _event_logs_directory(self.base_dir)}),
-        )
+        return cls.from_local(inst_data=inst_data, **config_value)  # the base's returns its own class
