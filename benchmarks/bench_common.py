@@ -288,6 +288,18 @@ def rss_bytes(pid: int) -> int:
     return int(fields[1]) * PAGE_SIZE
 
 
+def pss_bytes(pid: int) -> int:
+    """Proportional set size: each page shared between processes (a forked run worker shares its warm
+    host's imports) counted once across them, so a tree's PSS sum is the memory it actually holds."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:200]
@@ -296,7 +308,9 @@ def cmdline(pid: int) -> str:
 
 
 class TreeRssSampler:
-    """Every ``interval_s``: RSS of each process in a tree; keeps the peak single process and peak sum."""
+    """Every ``interval_s``: RSS and PSS of each process in a tree; keeps the peak single process, the
+    peak RSS sum (pages shared by a fork counted in each process), the peak PSS sum (counted once), and
+    which processes made up the peak PSS sum."""
 
     def __init__(self, root_pid: int, interval_s: float = 0.5) -> None:
         self.root_pid = root_pid
@@ -305,13 +319,17 @@ class TreeRssSampler:
         self.peak_single_cmd = ""
         self.peak_sum = 0
         self.peak_processes = 0
+        self.peak_pss_sum = 0
+        self.peak_pss_breakdown: list[tuple[int, str]] = []
         self.samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            sizes = {p: rss_bytes(p) for p in tree(self.root_pid)}
+            pids = tree(self.root_pid)
+            sizes = {p: rss_bytes(p) for p in pids}
+            pss = {p: pss_bytes(p) for p in pids}
             total = sum(sizes.values())
             self.samples += 1
             if sizes:
@@ -320,6 +338,9 @@ class TreeRssSampler:
                     self.peak_single, self.peak_single_cmd = biggest, cmdline(pid)
             if total > self.peak_sum:
                 self.peak_sum, self.peak_processes = total, len(sizes)
+            if sum(pss.values()) > self.peak_pss_sum:
+                self.peak_pss_sum = sum(pss.values())
+                self.peak_pss_breakdown = sorted(((v, cmdline(p)[:90]) for p, v in pss.items()), reverse=True)
             self._stop.wait(self.interval_s)
 
     def __enter__(self) -> TreeRssSampler:
@@ -337,6 +358,8 @@ class TreeRssSampler:
             "peak_single_process": self.peak_single_cmd,
             "peak_tree_sum_rss_mib": round(self.peak_sum / mib, 1),
             "processes_at_peak_sum": self.peak_processes,
+            "peak_tree_sum_pss_mib": round(self.peak_pss_sum / mib, 1),
+            "pss_mib_at_peak": [[round(v / mib), cmd] for v, cmd in self.peak_pss_breakdown],
             "samples": self.samples,
         }
 

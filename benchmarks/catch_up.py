@@ -3,19 +3,21 @@
 Writes ``--hours`` of history (100 symbols x 1 quote/s = 8,640,000 quotes for 24 h, Kafka timestamps
 over the hours ending ``--ends-ago-min`` minutes ago, several partitions) into a fresh topic with
 confluent_kafka directly, then, for each ``--batch-minutes`` value (env CATCH_UP_BATCH_MINUTES of the
-sensor), starts ``dagster-daemon run`` on a fresh temporary instance, warehouse, lake and ingest group
+sensor) and each ``--launch`` (``dagster dev``, as ``stock-platform run`` starts the platform, or
+``dagster-daemon run`` alone), starts it on a fresh temporary instance, warehouse, lake and ingest group
 and measures:
 
 - wall time until the ingest group has committed every record and the last run succeeded (from the
   daemon's start, and from the first run's creation);
-- peak RSS, sampling every process of the daemon's tree every 0.5 s from /proc: the largest single
-  process and the sum;
+- peak memory, sampling every process of the tree every 0.5 s from /proc: the largest single process's
+  RSS, the sum of RSS (pages a forked run worker shares with its warm host counted twice) and the sum of
+  PSS (shared pages counted once), with the processes that made up the peak PSS sum;
 - the runs: how many, their partition range tags, and how many partitions each materialized per asset
   (does Dagster cap a sensor-requested range at the assets' BackfillPolicy.multi_run(60)? no if a
   240-minute run materializes 240 partitions);
 - rows in the raw table and silver.
 
-    .venv/bin/python benchmarks/catch_up.py [--hours 24] [--batch-minutes 60,240,720]
+    .venv/bin/python benchmarks/catch_up.py [--hours 24] [--batch-minutes 60,240,720] [--launch dev,daemon]
 
 Targets (issue 14): <= 150 s from the daemon's start, peak tree RSS < 1.5 GiB.
 """
@@ -84,12 +86,14 @@ def run_summary(platform: DaemonPlatform) -> dict:
     return {"runs": runs}
 
 
-def trial(bootstrap: str, topic: str, batch: int, total: int, timeout_s: float, root: Path) -> dict:
-    work = root / f"batch_{batch}"
+def trial(
+    bootstrap: str, topic: str, batch: int, total: int, timeout_s: float, root: Path, dev: bool
+) -> dict:
+    work = root / f"batch_{batch}_{'dev' if dev else 'daemon'}"
     work.mkdir(parents=True, exist_ok=True)
     # Each trial starts from nothing: its own ingest group (so the whole history is lag), instance,
     # lake and warehouse.
-    group = f"ingest-{topic}-batch{batch}"
+    group = f"ingest-{topic}-batch{batch}-{'dev' if dev else 'daemon'}"
     platform = DaemonPlatform(
         work,
         bootstrap,
@@ -102,6 +106,7 @@ def trial(bootstrap: str, topic: str, batch: int, total: int, timeout_s: float, 
             "KAFKA_INGEST_GROUP": group,
             "KAFKA_REQUIRE_LOG_APPEND_TIME": "false",
         },
+        dev=dev,
     )
     started = time.time()
     platform.start()
@@ -137,6 +142,7 @@ def trial(bootstrap: str, topic: str, batch: int, total: int, timeout_s: float, 
             platform.stop()
     result: dict = {
         "batch_minutes": batch,
+        "launch": "dagster dev" if dev else "dagster-daemon run",
         "completed": finished is not None,
         "wall_s_from_daemon_start": round((finished or time.time()) - started, 1),
         "wall_s_from_first_run_created": round((finished or time.time()) - first_created, 1)
@@ -175,6 +181,13 @@ def main() -> None:
     parser.add_argument("--ends-ago-min", type=int, default=15)
     parser.add_argument("--batch-minutes", default="60,240,720", help="comma-separated trials")
     parser.add_argument("--timeout-min", type=float, default=15.0, help="per trial")
+    parser.add_argument(
+        "--launch",
+        default="dev",
+        help="comma-separated trials: `dev` runs `dagster dev` as `stock-platform run` does (one code server, "
+        "shared by the daemon and the webserver); `daemon` runs `dagster-daemon run -w workspace.yaml` alone, "
+        "which spawns its own code server and replaces it every 60 s",
+    )
     parser.add_argument("--bootstrap-servers", default=None)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None)
@@ -198,12 +211,17 @@ def main() -> None:
         report["produce_rate_per_s"] = round(total / produce_s)
         report["trials"] = []
         for batch in [int(b) for b in args.batch_minutes.split(",") if b]:
-            print(
-                f"catch-up trial with CATCH_UP_BATCH_MINUTES={batch} ...",
-                flush=True,
-                file=sys.stderr,
-            )
-            report["trials"].append(trial(bootstrap, topic, batch, total, args.timeout_min * 60, root))
+            for launch in [x for x in args.launch.split(",") if x]:
+                if launch not in ("dev", "daemon"):
+                    raise SystemExit(f"--launch takes dev and/or daemon, not {launch!r}")
+                print(
+                    f"catch-up trial with CATCH_UP_BATCH_MINUTES={batch} under {launch} ...",
+                    flush=True,
+                    file=sys.stderr,
+                )
+                report["trials"].append(
+                    trial(bootstrap, topic, batch, total, args.timeout_min * 60, root, launch == "dev")
+                )
     report["targets"] = {"wall_s": TARGET_WALL_S, "peak_rss_mib": TARGET_RSS_MIB}
     emit(report, args.out)
 

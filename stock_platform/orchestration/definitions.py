@@ -33,6 +33,10 @@ def history_retention(settings: Settings) -> HistoryRetention:
 
 settings = load_settings()
 defs = dg.Definitions(
+    # Every job in-process, the asset jobs Dagster makes for the automation sensor's and the UI's runs too
+    # (jobs.py says why): the default multiprocess executor starts a fresh Python per step, which imports
+    # the code location again (~5 s and ~350 MiB), and the run's steps share one warehouse anyway.
+    executor=dg.in_process_executor,
     jobs=[minute_pipeline_job, dbt_tests_job, purge_history_job],
     sensors=[kafka_lag_sensor, gold_views_automation],
     schedules=[purge_history_schedule],

@@ -36,6 +36,27 @@ def test_incremental_models_are_minute_partitioned_and_views_are_not():
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
 
 
+def test_view_runs_go_to_the_front_of_the_queue_and_every_job_runs_in_process():
+    from dagster._core.storage.tags import PRIORITY_TAG as QUEUE_PRIORITY_TAG
+
+    from stock_platform.definitions import defs as code_location
+    from stock_platform.orchestration.jobs import INGEST_TAG, PRIORITY_TAG
+
+    # The tag Dagster's queue orders by (higher first), so a view run is not left behind a day of
+    # catch-up runs; and still the ingest tag, so it never writes beside a minute run.
+    assert PRIORITY_TAG == QUEUE_PRIORITY_TAG
+    tags = code_location.resolve_sensor_def("gold_views_automation").run_tags
+    assert int(tags[PRIORITY_TAG]) > 0 and tags[INGEST_TAG] == "views"
+    # The automation sensor's and the UI's runs use the asset job Dagster builds, which takes the code
+    # location's executor: no step starts a Python of its own.
+    jobs = [code_location.resolve_implicit_global_asset_job_def()]
+    jobs += [
+        code_location.resolve_job_def(n)
+        for n in ("minute_pipeline_job", "dbt_tests_job", "purge_history_job")
+    ]
+    assert {job.executor_def.name for job in jobs} == {dg.in_process_executor.name}
+
+
 def test_the_staging_model_is_no_asset_and_lineage_goes_through_it():
     # stg_raw_quotes is ephemeral (inlined into silver), so silver's parent stays the raw table asset.
     graph = defs.resolve_asset_graph()
