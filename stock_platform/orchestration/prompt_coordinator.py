@@ -18,13 +18,11 @@ committed only forward and never past a gap), so it could cost a retry, never a 
 
 from __future__ import annotations
 
-from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster import DagsterRunStatus, RunsFilter
 from dagster._core.run_coordinator.base import SubmitRunContext
 from dagster._core.run_coordinator.queued_run_coordinator import QueuedRunCoordinator
 from dagster._core.storage.dagster_run import ACTIVE_RUN_STATUSES, DagsterRun
 from dagster._utils.tags import TagConcurrencyLimitsCounter
-
-from stock_platform.orchestration.warm_launcher import in_daemon_process
 
 SENSOR_TAG = "dagster/sensor_name"
 # Runs that are, or may soon be, holding a slot: started ones, queued ones, and ones still being submitted.
@@ -34,21 +32,6 @@ OCCUPYING = [*ACTIVE_RUN_STATUSES, DagsterRunStatus.QUEUED, DagsterRunStatus.NOT
 class PromptRunCoordinator(QueuedRunCoordinator):
     """QueuedRunCoordinator that launches a sensor's run at once when no other run occupies or awaits a
     slot (module docstring)."""
-
-    def register_instance(self, instance: DagsterInstance) -> None:
-        super().register_instance(instance)
-        # The daemon loads its coordinator as it starts, and it is the process that launches runs: the
-        # launcher gets ready then (a warm run host loads for ~13 s), while the code server loads and the
-        # first sensor ticks run, instead of at the first run's launch.
-        if not in_daemon_process():
-            return
-        try:
-            launcher = instance.run_launcher
-        except AttributeError:  # an instance built from objects registers its coordinator before its launcher
-            return
-        prestart = getattr(launcher, "prestart", None)
-        if prestart is not None:
-            prestart()
 
     def submit_run(self, context: SubmitRunContext) -> DagsterRun:
         run = context.dagster_run

@@ -14,9 +14,8 @@ writes this launcher into the local instance (runner.py); docker-compose keeps t
 whose runs execute in the code-location container.
 
 The launcher is instantiated by every process that loads the instance (webserver, daemon, code server):
-only the daemon starts a host before its first launch (``prestart``, asked by the daemon's run
-coordinator, prompt_coordinator.py), no other process starts one until it launches a run, and termination
-and health checks work from any of them through the worker's pid, recorded on the run as a tag.
+nothing is started until a run is launched, and termination and health checks work from any of them
+through the worker's pid, recorded on the run as a tag.
 """
 
 from __future__ import annotations
@@ -136,15 +135,6 @@ def pid_alive(pid: int, started: str | None = None) -> bool:
     return started is None or (len(fields) > 19 and fields[19] == started)
 
 
-def in_daemon_process(argv0: str | None = None) -> bool:
-    """Whether this process is Dagster's daemon, the one that launches sensor and queued runs:
-    ``dagster-daemon run``, or ``python -m dagster._daemon run`` as ``dagster dev`` starts it."""
-    path = sys.argv[0] if argv0 is None else argv0
-    return os.path.basename(path) == "dagster-daemon" or path.endswith(
-        os.path.join("dagster", "_daemon", "__main__.py")
-    )
-
-
 def worker_of(run: DagsterRun) -> tuple[int, str | None] | None:
     """The run worker's pid and start time from the run's tags; None when it has none."""
     pid = run.tags.get(PID_TAG)
@@ -190,19 +180,6 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
         if host is None:
             self._host = host = RunHost(executable, self._preload, instance_ref)
         return host
-
-    def prestart(self) -> None:
-        """Start the run host now, in the background, so that the first run does not wait for its
-        warm-up (~13 s from a platform's start to its first run, benchmarks/catch_up.py). A launch in the
-        meantime waits for it (the lock) and uses it; a host that fails to start is left to that launch,
-        which starts another and records a second failure on its run."""
-        ref = serialize_value(self._instance.get_ref())
-
-        def warm() -> None:
-            with self._lock, contextlib.suppress(RunHostFailed, OSError, ValueError):
-                self._host_for(sys.executable, ref)
-
-        threading.Thread(target=warm, name="run-host-prestart", daemon=True).start()
 
     def launch_run(self, context: LaunchRunContext) -> None:
         run = context.dagster_run

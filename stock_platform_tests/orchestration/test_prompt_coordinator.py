@@ -3,16 +3,12 @@ submission; every other run is queued, and the queue daemon's own decision is th
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import dagster._daemon
-import pytest
 from dagster._core.instance import InstanceType
 from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 from dagster._core.run_coordinator import QueuedRunCoordinator
@@ -38,9 +34,7 @@ TAG_KEYS = ["stock_platform/ingest", "dagster/backfill", "team"]
 
 
 @contextmanager
-def instance_with(
-    coordinator: str, concurrency: dict[str, Any], launcher: RecordingRunLauncher | None = None
-) -> Iterator[dg.DagsterInstance]:
+def instance_with(coordinator: str, concurrency: dict[str, Any]) -> Iterator[dg.DagsterInstance]:
     """An in-memory instance (as DagsterInstance.ephemeral builds one) with the given run coordinator
     and queue limits and a launcher that only records launches: fast enough for a property test."""
     with tempfile.TemporaryDirectory() as folder:
@@ -51,7 +45,7 @@ def instance_with(
             event_storage=InMemoryEventLogStorage(),
             compute_log_manager=NoOpComputeLogManager(),
             run_coordinator=PromptRunCoordinator() if coordinator == "prompt" else QueuedRunCoordinator(),
-            run_launcher=launcher or RecordingRunLauncher(),
+            run_launcher=RecordingRunLauncher(),
             settings={"concurrency": concurrency},
         )
         with instance:
@@ -176,45 +170,3 @@ def test_a_view_run_leaves_the_queue_before_the_minute_runs_queued_ahead_of_it()
         daemon = QueuedRunCoordinatorDaemon(interval_seconds=1)
         released = daemon._get_runs_to_dequeue(instance, instance.get_concurrency_config(), None)
         assert [r.run_id for r in released] == [view.run_id]
-
-
-class PrestartRecorder(RecordingRunLauncher):
-    def __init__(self) -> None:
-        self.prestarts = 0
-        super().__init__()
-
-    def prestart(self) -> None:
-        self.prestarts += 1
-
-
-DAEMON_MAIN = str(Path(dagster._daemon.__file__).parent / "__main__.py")  # `python -m dagster._daemon`
-
-
-@pytest.mark.parametrize(
-    ("argv0", "is_daemon"),
-    [
-        ("/venv/bin/dagster-daemon", True),
-        (DAEMON_MAIN, True),  # as `dagster dev` starts the daemon
-        ("/venv/bin/dagster-webserver", False),
-        ("/venv/bin/dagster", False),
-        (str(Path(dagster._daemon.__file__).parents[1] / "_grpc" / "__main__.py"), False),
-        ("/venv/bin/pytest", False),
-    ],
-)
-def test_only_the_daemon_readies_its_launcher_when_it_loads_the_coordinator(
-    monkeypatch: pytest.MonkeyPatch, argv0: str, is_daemon: bool
-) -> None:
-    monkeypatch.setattr(sys, "argv", [argv0, "run"])
-    # Built from objects, an instance registers its coordinator before its launcher exists: no prestart,
-    # and no error.
-    early = PrestartRecorder()
-    with instance_with("prompt", {}, early):
-        assert early.prestarts == 0
-    # As a daemon's instance, loaded from its config, registers its coordinator on first use.
-    launcher = PrestartRecorder()
-    with instance_with("queued", {}, launcher) as instance:
-        PromptRunCoordinator().register_instance(instance)
-        assert launcher.prestarts == (1 if is_daemon else 0)
-    # A launcher without prestart (compose's DefaultRunLauncher) is left alone.
-    with instance_with("queued", {}) as instance:
-        PromptRunCoordinator().register_instance(instance)

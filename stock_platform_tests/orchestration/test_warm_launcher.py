@@ -98,21 +98,6 @@ def test_runs_execute_in_their_own_children_of_one_warm_host(instance, tmp_path)
     assert importers == {host}
 
 
-def test_prestart_starts_the_host_that_the_first_launch_then_uses(instance, tmp_path):
-    launcher = instance.run_launcher
-    launcher.prestart()
-    deadline = time.monotonic() + 120
-    while launcher._host is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert launcher._host is not None, "prestart started a host without any launch"
-    host = host_pid(instance)
-    run = launch(instance, warm_jobs.pid_job)
-    assert finished(instance, run.run_id).status == dg.DagsterRunStatus.SUCCESS
-    assert host_pid(instance) == host
-    importers = {int(line) for line in (tmp_path / "imports.txt").read_text().split()}
-    assert importers == {host}, "one host imported the code: the launch started none of its own"
-
-
 def test_a_failing_run_is_recorded_as_failed_and_the_host_carries_on(instance):
     failed = finished(instance, launch(instance, warm_jobs.failing_job).run_id)
     assert failed.status == dg.DagsterRunStatus.FAILURE
