@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from stock_platform.services.process import ServiceState, free_port, pid_alive
+from stock_platform.services.manage import port_clash
+from stock_platform.services.process import ServiceState, free_port, pid_alive, port_open
 
 pytestmark = pytest.mark.integration
 
@@ -22,8 +23,17 @@ def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+def kafka_and_s3_ports() -> list[str]:
+    """Free ports for Kafka (and its controller on the next port) and the S3 server: two free_port()
+    calls can return neighbours, and a clash made one CI run's broker exit at start-up."""
+    while True:
+        kafka, s3 = free_port(), free_port()
+        if s3 not in (kafka, kafka + 1) and not port_open("127.0.0.1", kafka + 1):
+            return ["--kafka-port", str(kafka), "--s3-port", str(s3)]
+
+
 def test_up_prints_settings_status_shows_them_and_down_leaves_no_process(tmp_path):
-    ports = ["--kafka-port", str(free_port()), "--s3-port", str(free_port())]
+    ports = kafka_and_s3_ports()
     up = _cli(tmp_path, "up", *ports)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
@@ -54,3 +64,33 @@ def test_unknown_service_is_refused_with_the_choices(tmp_path):
     result = _cli(tmp_path, "up", "zookeeper")
     assert result.returncode == 2
     assert "unknown service(s) zookeeper; choose from kafka, s3, fakesnow" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "names", "clash"),
+    [
+        (
+            ["--kafka-port", "9092", "--s3-port", "9093"],
+            ["kafka", "s3"],
+            "--s3-port and the Kafka controller's",
+        ),
+        (["--kafka-port", "7070"], ["kafka", "s3"], "--s3-port and --kafka-port are both 7070"),
+        (["--s3-port", "8085"], ["s3", "fakesnow"], "--fakesnow-port and --s3-port are both 8085"),
+        (["--s3-port", "9093"], ["s3"], None),  # Kafka is not started: its ports are free to take
+        ([], ["kafka", "s3", "fakesnow"], None),  # the defaults
+    ],
+)
+def test_clashing_ports_are_refused_before_anything_starts(argv, names, clash, tmp_path):
+    import argparse
+
+    from stock_platform.services.manage import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["up", *names, *argv])
+    message = port_clash(args.names, args)
+    assert (message is None) if clash is None else (message is not None and clash in message)
+    if clash is not None:
+        refused = _cli(tmp_path, "up", *names, *argv)
+        assert refused.returncode == 2 and clash in refused.stdout
+        assert not (tmp_path / "services").exists(), "nothing was started"

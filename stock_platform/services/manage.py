@@ -50,6 +50,23 @@ def _build(name: str, home: Path, args: argparse.Namespace):
     raise ValueError(name)
 
 
+def port_clash(names: list[str], args: argparse.Namespace) -> str | None:
+    """Two of the services to start given the same port (the Kafka controller's is --kafka-port + 1), as
+    an error message; None when every port is its own."""
+    ports = {
+        "kafka": [("--kafka-port", args.kafka_port), ("the Kafka controller's port (--kafka-port + 1)", args.kafka_port + 1)],
+        "s3": [("--s3-port", args.s3_port)],
+        "fakesnow": [("--fakesnow-port", args.fakesnow_port)],
+    }  # fmt: skip
+    taken: dict[int, str] = {}
+    for name in names:
+        for what, port in ports[name]:
+            if port in taken:
+                return f"{what} and {taken[port]} are both {port}: give the services different ports"
+            taken[port] = what
+    return None
+
+
 def running(home: Path, name: str) -> ServiceState | None:
     state = ServiceState.load(_state_dir(home), name)
     return state if state is not None and pid_alive(state.pid) else None
@@ -132,6 +149,10 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "down":
         down(names, home)
         return 0
+    clash = port_clash(names, args)
+    if clash is not None:
+        print(f"error: {clash}")
+        return 2
     try:
         print_settings(up(names, args, home))
     except (MissingPrerequisite, ServiceFailed) as exc:
