@@ -338,8 +338,9 @@ class TreeRssSampler:
                     self.peak_single, self.peak_single_cmd = biggest, cmdline(pid)
             if total > self.peak_sum:
                 self.peak_sum, self.peak_processes = total, len(sizes)
-            if sum(pss.values()) > self.peak_pss_sum:
-                self.peak_pss_sum = sum(pss.values())
+            pss_total = sum(pss.values())
+            if pss_total > self.peak_pss_sum:
+                self.peak_pss_sum = pss_total
                 self.peak_pss_breakdown = sorted(((v, cmdline(p)[:90]) for p, v in pss.items()), reverse=True)
             self._stop.wait(self.interval_s)
 

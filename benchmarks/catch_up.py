@@ -87,13 +87,13 @@ def run_summary(platform: DaemonPlatform) -> dict:
 
 
 def trial(
-    bootstrap: str, topic: str, batch: int, total: int, timeout_s: float, root: Path, dev: bool
+    bootstrap: str, topic: str, batch: int, total: int, timeout_s: float, root: Path, launch: str
 ) -> dict:
-    work = root / f"batch_{batch}_{'dev' if dev else 'daemon'}"
+    work = root / f"batch_{batch}_{launch}"
     work.mkdir(parents=True, exist_ok=True)
     # Each trial starts from nothing: its own ingest group (so the whole history is lag), instance,
     # lake and warehouse.
-    group = f"ingest-{topic}-batch{batch}-{'dev' if dev else 'daemon'}"
+    group = f"ingest-{topic}-batch{batch}-{launch}"
     platform = DaemonPlatform(
         work,
         bootstrap,
@@ -106,7 +106,7 @@ def trial(
             "KAFKA_INGEST_GROUP": group,
             "KAFKA_REQUIRE_LOG_APPEND_TIME": "false",
         },
-        dev=dev,
+        dev=launch == "dev",
     )
     started = time.time()
     platform.start()
@@ -142,7 +142,7 @@ def trial(
             platform.stop()
     result: dict = {
         "batch_minutes": batch,
-        "launch": "dagster dev" if dev else "dagster-daemon run",
+        "launch": launch,
         "completed": finished is not None,
         "wall_s_from_daemon_start": round((finished or time.time()) - started, 1),
         "wall_s_from_first_run_created": round((finished or time.time()) - first_created, 1)
@@ -220,7 +220,7 @@ def main() -> None:
                     file=sys.stderr,
                 )
                 report["trials"].append(
-                    trial(bootstrap, topic, batch, total, args.timeout_min * 60, root, launch == "dev")
+                    trial(bootstrap, topic, batch, total, args.timeout_min * 60, root, launch)
                 )
     report["targets"] = {"wall_s": TARGET_WALL_S, "peak_rss_mib": TARGET_RSS_MIB}
     emit(report, args.out)

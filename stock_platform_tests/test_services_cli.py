@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from stock_platform.services.manage import port_clash
+from stock_platform.services.manage import add_arguments, port_clash
 from stock_platform.services.process import ServiceState, free_port, pid_alive, port_open
 
 pytestmark = pytest.mark.integration
@@ -81,10 +82,6 @@ def test_unknown_service_is_refused_with_the_choices(tmp_path):
     ],
 )
 def test_clashing_ports_are_refused_before_anything_starts(argv, names, clash, tmp_path):
-    import argparse
-
-    from stock_platform.services.manage import add_arguments
-
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     args = parser.parse_args(["up", *names, *argv])

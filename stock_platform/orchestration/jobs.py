@@ -10,6 +10,7 @@ so minutes are committed in order.
 """
 
 import dagster as dg
+from dagster._core.storage.tags import PRIORITY_TAG  # the queue's order: higher first, absent is 0
 
 from stock_platform.ingestion.assets import kafka_quote_batch, raw_quote_object, raw_quote_table
 from stock_platform.orchestration.checks import freshness_checks
@@ -57,9 +58,6 @@ dbt_tests_job = dg.define_asset_job(
         "requests it every DBT_TESTS_EVERY_MINUTES minutes, right after a minute's run."
     ),
 )
-
-# The queue's priority tag (higher runs first; runs without it are 0).
-PRIORITY_TAG = "dagster/priority"
 
 # Evaluates the dbt views' automation conditions (transform/assets.py), running by default so that a
 # fresh install gets them; its runs carry the ingest tag, so they queue with the minute runs (one writer

@@ -31,10 +31,15 @@ def _state_dir(home: Path) -> Path:
     return home / "services"
 
 
+def kafka_controller_port(args: argparse.Namespace) -> int:
+    """The local broker's controller listens on the port after its own."""
+    return args.kafka_port + 1
+
+
 def _build(name: str, home: Path, args: argparse.Namespace):
     data = home / "services" / name
     if name == "kafka":
-        return KafkaBroker(data, port=args.kafka_port, controller_port=args.kafka_port + 1)
+        return KafkaBroker(data, port=args.kafka_port, controller_port=kafka_controller_port(args))
     if name == "s3":
         from stock_platform.services.s3 import S3Server
 
@@ -54,7 +59,7 @@ def port_clash(names: list[str], args: argparse.Namespace) -> str | None:
     """Two of the services to start given the same port (the Kafka controller's is --kafka-port + 1), as
     an error message; None when every port is its own."""
     ports = {
-        "kafka": [("--kafka-port", args.kafka_port), ("the Kafka controller's port (--kafka-port + 1)", args.kafka_port + 1)],
+        "kafka": [("--kafka-port", args.kafka_port), ("the Kafka controller's port (--kafka-port + 1)", kafka_controller_port(args))],
         "s3": [("--s3-port", args.s3_port)],
         "fakesnow": [("--fakesnow-port", args.fakesnow_port)],
     }  # fmt: skip
