@@ -4,12 +4,15 @@
 - resources (I/O clients) do not depend on the ingestion assets that use them;
 - the local services and the one-command platform are dev and test tooling: no production module
   imports them, the production image leaves them out, and the CLI says so when they are absent;
-- conftest.py holds fixtures and pytest hooks only; helpers live in modules of their own.
+- conftest.py holds fixtures and pytest hooks only; helpers live in modules of their own;
+- the code location loads neither the dashboard's pandas nor Snowflake's clients on the embedded defaults.
 """
 
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -137,3 +140,23 @@ def test_conftest_holds_only_fixtures_and_hooks(path: Path):
         "move helpers to a module of their own (as stock_platform_tests/ingestion/ingest_helpers.py) and "
         "import them from there"
     )
+
+
+# Loaded by every code server and run process on the embedded defaults; each of these costs tens of MiB
+# and a second or more there, and none of them is needed: pandas is the dashboard's (it imports it where
+# frames are built), Snowflake's clients are imported only when the warehouse is Snowflake.
+HEAVY_MODULES_OF_OTHER_PARTS = ("pandas", "numpy", "snowflake.connector", "dagster_snowflake")
+
+
+def test_the_code_location_does_not_load_the_dashboard_or_snowflake_libraries():
+    code = (
+        "import sys, stock_platform.definitions\n"
+        f"print(sorted(m for m in {HEAVY_MODULES_OF_OTHER_PARTS!r} if m in sys.modules))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STOCK_PLATFORM_")}
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    loaded = done.stdout.strip().splitlines()[-1]
+    assert loaded == "[]", f"stock_platform.definitions loads {loaded}: import them where they are used"
