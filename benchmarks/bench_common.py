@@ -8,6 +8,7 @@ this folder is on ``sys.path``).
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import signal
@@ -321,6 +322,7 @@ class TreeRssSampler:
         self.peak_processes = 0
         self.peak_pss_sum = 0
         self.peak_pss_breakdown: list[tuple[int, str]] = []
+        self.peak_pss_at = ""  # UTC time of the peak, to find the step that ran then in the run logs
         self.samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -341,6 +343,7 @@ class TreeRssSampler:
             pss_total = sum(pss.values())
             if pss_total > self.peak_pss_sum:
                 self.peak_pss_sum = pss_total
+                self.peak_pss_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
                 self.peak_pss_breakdown = sorted(((v, cmdline(p)[:90]) for p, v in pss.items()), reverse=True)
             self._stop.wait(self.interval_s)
 
@@ -360,6 +363,7 @@ class TreeRssSampler:
             "peak_tree_sum_rss_mib": round(self.peak_sum / mib, 1),
             "processes_at_peak_sum": self.peak_processes,
             "peak_tree_sum_pss_mib": round(self.peak_pss_sum / mib, 1),
+            "peak_pss_at": self.peak_pss_at,
             "pss_mib_at_peak": [[round(v / mib), cmd] for v, cmd in self.peak_pss_breakdown],
             "samples": self.samples,
         }
