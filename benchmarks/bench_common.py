@@ -182,7 +182,10 @@ class DaemonPlatform:
         return self.workdir / ("dagster_dev.log" if self.dev else "daemon.log")
 
     def env(self) -> dict[str, str]:
+        from stock_platform.runner import PROCESS_ENV
+
         return {
+            **PROCESS_ENV,  # as `stock-platform run` sets it (a value in os.environ wins there too)
             **os.environ,
             "DAGSTER_HOME": str(self.dagster_home),
             "STOCK_PLATFORM_HOME": str(self.workdir),

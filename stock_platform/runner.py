@@ -74,6 +74,13 @@ def local_instance_yaml(dagster_home: Path, postgres_port: int | None = None) ->
     )
 
 
+# glibc gives every thread that allocates its own malloc arena (up to eight per core) and seldom returns
+# their pages: the code server's gRPC threads, a run's Kafka, compression and dbt threads each kept tens of
+# MiB there. Two arenas suffice for processes whose Python runs one thread at a time; a 24 h catch-up's
+# run host, run worker and code server peaked ~180 MiB lower with it (docs/benchmarks.md, stop 24).
+PROCESS_ENV = {"MALLOC_ARENA_MAX": "2"}
+
+
 def platform_defaults(home: Path, kafka_settings: dict[str, str]) -> dict[str, str]:
     """Where a local run under ``home`` keeps everything, and the Kafka it talks to.
 
@@ -85,6 +92,7 @@ def platform_defaults(home: Path, kafka_settings: dict[str, str]) -> dict[str, s
         "DAGSTER_HOME": str(paths.dagster_home_dir),
         "DUCKDB_PATH": str(paths.duckdb_file),
         "LAKE_DIR": str(paths.lake_root),
+        **PROCESS_ENV,
         **kafka_settings,
     }
 

@@ -26,6 +26,7 @@ from typing import Any
 import dagster as dg
 import sqlalchemy as sa
 
+from stock_platform.orchestration.jobs import INGEST_TAG, PRIORITY_TAG
 from stock_platform.partitions import minute_partitions
 
 # Runs deleted per round trip of run-id queries; a purge of one day of runs is ~1,500 runs.
@@ -332,12 +333,16 @@ def purge_history_op(context: dg.OpExecutionContext, history: HistoryRetention) 
         )
 
 
+# Queued in the ingestion lane (the run queue's one-at-a-time tag), at its front: it runs between two
+# minute runs, never beside one. Beside one it added a second run process (~130 MiB) to the peak of a
+# catch-up (benchmarks/catch_up.py), and its deletes competed with the run's writes to the instance.
 @dg.job(
+    tags={INGEST_TAG: "purge", PRIORITY_TAG: "1"},
     description=(
         "Keeps the instance's history bounded (docs/operations.md): successful runs HISTORY_SUCCESS_DAYS, "
         "failed ones HISTORY_FAILURE_DAYS, runless events HISTORY_RUNLESS_DAYS, and what Dagster's own "
         "run deletion leaves behind."
-    )
+    ),
 )
 def purge_history_job() -> None:
     purge_history_op()

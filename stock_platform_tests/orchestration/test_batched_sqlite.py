@@ -112,6 +112,20 @@ event_specs = st.tuples(
 )
 
 
+def as_runs_emit(specs: list[tuple[int, str, int, int | None]]) -> list[tuple[int, str, int, int | None]]:
+    """The specs without a check planned twice in one run: a run plans each of its checks once, and
+    Dagster's own storage refuses a second plan's evaluation (DagsterInvariantViolationError)."""
+    planned: set[tuple[int, int]] = set()
+    kept = []
+    for run, kind, asset, partition in specs:
+        if kind == "check_planned":
+            if (run, asset) in planned:
+                continue
+            planned.add((run, asset))
+        kept.append((run, kind, asset, partition))
+    return kept
+
+
 def shards(base_dir: Path) -> dict[str, dict[str, list[tuple[Any, ...]]]]:
     """Every table of every shard file: rows in insertion order, without wall-clock columns."""
     dump: dict[str, dict[str, list[tuple[Any, ...]]]] = {}
@@ -142,7 +156,7 @@ def in_batches(events: list[EventLogEntry], cuts: list[int]) -> list[list[EventL
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(specs=st.lists(event_specs, min_size=1, max_size=40), cuts=st.lists(st.integers(0, 40), max_size=6))
 def test_batches_write_the_rows_event_by_event_writes_write(tmp_path_factory, specs, cuts) -> None:
-    events = [entry(i, *spec) for i, spec in enumerate(specs)]
+    events = [entry(i, *spec) for i, spec in enumerate(as_runs_emit(specs))]
     one_by_one = tmp_path_factory.mktemp("reference")
     batched = tmp_path_factory.mktemp("batched")
 

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from stock_platform.orchestration.jobs import INGEST_TAG, gold_views_automation
 from stock_platform.orchestration.prompt_coordinator import SENSOR_TAG, PromptRunCoordinator
+from stock_platform.orchestration.purge import purge_history_job
 from stock_platform_tests.orchestration.recording_launcher import RecordingRunLauncher
 
 LAUNCHER = {
@@ -170,3 +171,24 @@ def test_a_view_run_leaves_the_queue_before_the_minute_runs_queued_ahead_of_it()
         daemon = QueuedRunCoordinatorDaemon(interval_seconds=1)
         released = daemon._get_runs_to_dequeue(instance, instance.get_concurrency_config(), None)
         assert [r.run_id for r in released] == [view.run_id]
+
+
+def test_the_purge_run_waits_for_the_minute_run_in_flight_then_goes_before_the_queued_ones() -> None:
+    """Dagster's own queue daemon, with the purge job's own tags: never beside a minute run (a second run
+    process at a catch-up's memory peak), and not behind a day of queued catch-up runs either."""
+    concurrency = {
+        "runs": {"max_concurrent_runs": 4, "tag_concurrency_limits": [{"key": INGEST_TAG, "limit": 1}]}
+    }
+    with instance_with("prompt", concurrency) as instance:
+        in_flight = add_run(instance, {INGEST_TAG: "minute"}, dg.DagsterRunStatus.STARTED)
+        for _ in range(3):
+            submit(instance, add_run(instance, {INGEST_TAG: "minute"}, dg.DagsterRunStatus.NOT_STARTED))
+        purge = submit(
+            instance, add_run(instance, dict(purge_history_job.tags), dg.DagsterRunStatus.NOT_STARTED)
+        )
+        assert purge.status == dg.DagsterRunStatus.QUEUED
+        daemon = QueuedRunCoordinatorDaemon(interval_seconds=1)
+        assert daemon._get_runs_to_dequeue(instance, instance.get_concurrency_config(), None) == []
+        instance.report_run_failed(in_flight)
+        released = daemon._get_runs_to_dequeue(instance, instance.get_concurrency_config(), None)
+        assert [r.run_id for r in released] == [purge.run_id]
