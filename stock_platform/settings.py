@@ -92,7 +92,7 @@ class Settings(_Variables):
     duckdb_path: Path | None = _derived("$STOCK_PLATFORM_HOME/warehouse.duckdb")
     dbt_target: Literal["duckdb", "snowflake", "fakesnow"] = "duckdb"
     # Read by dbt_project/profiles.yml only (DuckDB's memory cap for the models; it spills beyond it).
-    dbt_duckdb_memory_limit: str = "384MB"
+    dbt_duckdb_memory_limit: str = "320MB"
     snowflake_account: str = ""
     snowflake_user: str = ""
     snowflake_private_key_path: str = ""
