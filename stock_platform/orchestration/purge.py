@@ -25,8 +25,9 @@ from typing import Any
 
 import dagster as dg
 import sqlalchemy as sa
+from dagster._core.storage.tags import PRIORITY_TAG
 
-from stock_platform.orchestration.jobs import INGEST_TAG, PRIORITY_TAG
+from stock_platform.orchestration.jobs import INGEST_TAG
 from stock_platform.partitions import minute_partitions
 
 # Runs deleted per round trip of run-id queries; a purge of one day of runs is ~1,500 runs.

@@ -70,6 +70,23 @@ def submit(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dg.DagsterRun:
     return instance.run_coordinator.submit_run(SubmitRunContext(run, workspace=None))  # type: ignore[arg-type]
 
 
+def dequeued(instance: dg.DagsterInstance) -> list[str]:
+    """The ids of the queued runs Dagster's own queue daemon would launch now."""
+    daemon = QueuedRunCoordinatorDaemon(interval_seconds=1)
+    return [r.run_id for r in daemon._get_runs_to_dequeue(instance, instance.get_concurrency_config(), None)]
+
+
+# One ingestion-lane run at a time, as docker/dagster.yaml and the local instance configure the queue.
+ONE_INGESTION_RUN = {
+    "runs": {"max_concurrent_runs": 4, "tag_concurrency_limits": [{"key": INGEST_TAG, "limit": 1}]}
+}
+
+
+def queue_minute_runs(instance: dg.DagsterInstance, count: int) -> None:
+    for _ in range(count):
+        submit(instance, add_run(instance, {INGEST_TAG: "minute"}, dg.DagsterRunStatus.NOT_STARTED))
+
+
 tag_limits = st.lists(
     st.fixed_dictionaries(
         {"key": st.sampled_from(TAG_KEYS), "limit": st.integers(0, 2)},
@@ -108,10 +125,7 @@ def test_a_run_is_launched_at_submission_exactly_when_a_sensor_asked_and_the_que
     with instance_with("queued", concurrency) as reference:
         queued = submit(reference, add_run(reference, tags, dg.DagsterRunStatus.NOT_STARTED))
         assert queued.status == dg.DagsterRunStatus.QUEUED
-        daemon = QueuedRunCoordinatorDaemon(interval_seconds=1)
-        queue_takes_it = bool(
-            daemon._get_runs_to_dequeue(reference, reference.get_concurrency_config(), None)
-        )
+        queue_takes_it = bool(dequeued(reference))
 
     waiting_or_running = {
         dg.DagsterRunStatus.QUEUED,
@@ -148,47 +162,33 @@ def test_runs_behind_a_launched_run_keep_the_queues_order() -> None:
             dg.DagsterRunStatus.QUEUED,
             dg.DagsterRunStatus.QUEUED,
         ]
-        daemon = QueuedRunCoordinatorDaemon(interval_seconds=1)
-        assert daemon._get_runs_to_dequeue(instance, instance.get_concurrency_config(), None) == []
+        assert dequeued(instance) == []
         instance.report_run_failed(runs[0])
-        released = daemon._get_runs_to_dequeue(instance, instance.get_concurrency_config(), None)
-        assert [r.run_id for r in released] == [runs[1].run_id]
+        assert dequeued(instance) == [runs[1].run_id]
 
 
 def test_a_view_run_leaves_the_queue_before_the_minute_runs_queued_ahead_of_it() -> None:
     """Dagster's own queue daemon, with the tags the views' automation sensor gives its runs: the view run
     is next, not behind a day of catch-up runs (jobs.py)."""
-    concurrency = {
-        "runs": {"max_concurrent_runs": 4, "tag_concurrency_limits": [{"key": INGEST_TAG, "limit": 1}]}
-    }
-    with instance_with("prompt", concurrency) as instance:
-        for _ in range(3):
-            submit(instance, add_run(instance, {INGEST_TAG: "minute"}, dg.DagsterRunStatus.NOT_STARTED))
+    with instance_with("prompt", ONE_INGESTION_RUN) as instance:
+        queue_minute_runs(instance, 3)
         view = submit(
             instance, add_run(instance, dict(gold_views_automation.run_tags), dg.DagsterRunStatus.NOT_STARTED)
         )
         assert view.status == dg.DagsterRunStatus.QUEUED
-        daemon = QueuedRunCoordinatorDaemon(interval_seconds=1)
-        released = daemon._get_runs_to_dequeue(instance, instance.get_concurrency_config(), None)
-        assert [r.run_id for r in released] == [view.run_id]
+        assert dequeued(instance) == [view.run_id]
 
 
 def test_the_purge_run_waits_for_the_minute_run_in_flight_then_goes_before_the_queued_ones() -> None:
     """Dagster's own queue daemon, with the purge job's own tags: never beside a minute run (a second run
     process at a catch-up's memory peak), and not behind a day of queued catch-up runs either."""
-    concurrency = {
-        "runs": {"max_concurrent_runs": 4, "tag_concurrency_limits": [{"key": INGEST_TAG, "limit": 1}]}
-    }
-    with instance_with("prompt", concurrency) as instance:
+    with instance_with("prompt", ONE_INGESTION_RUN) as instance:
         in_flight = add_run(instance, {INGEST_TAG: "minute"}, dg.DagsterRunStatus.STARTED)
-        for _ in range(3):
-            submit(instance, add_run(instance, {INGEST_TAG: "minute"}, dg.DagsterRunStatus.NOT_STARTED))
+        queue_minute_runs(instance, 3)
         purge = submit(
             instance, add_run(instance, dict(purge_history_job.tags), dg.DagsterRunStatus.NOT_STARTED)
         )
         assert purge.status == dg.DagsterRunStatus.QUEUED
-        daemon = QueuedRunCoordinatorDaemon(interval_seconds=1)
-        assert daemon._get_runs_to_dequeue(instance, instance.get_concurrency_config(), None) == []
+        assert dequeued(instance) == []
         instance.report_run_failed(in_flight)
-        released = daemon._get_runs_to_dequeue(instance, instance.get_concurrency_config(), None)
-        assert [r.run_id for r in released] == [purge.run_id]
+        assert dequeued(instance) == [purge.run_id]
