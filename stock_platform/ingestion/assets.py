@@ -6,8 +6,8 @@ minutes and a Snowflake cadence of N minutes per load use the same code as the p
 
 import datetime as dt
 import time
-from collections.abc import Generator, Iterator
-from contextlib import ExitStack, closing, contextmanager
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +17,10 @@ from stock_platform.ingestion import lake
 from stock_platform.ingestion.minute_object import (
     MinuteObjectStats,
     MinuteTarget,
-    covering_ranges,
     staging_paths,
     write_minute_files,
     write_minute_files_parallel,
     write_minute_group,
-    write_minute_groups_parallel,
 )
 from stock_platform.object_keys import (
     batch_manifest_key,
@@ -40,7 +38,7 @@ from stock_platform.resources.kafka import (
     RecordsDeleted,
     TopicMisconfigured,
 )
-from stock_platform.resources.kafka_reader import KafkaReadFailed, split_ranges
+from stock_platform.resources.kafka_reader import OffsetRange, split_ranges
 from stock_platform.resources.object_store import ObjectNotFound, ObjectStore, ObjectStoreUnavailable
 from stock_platform.resources.warehouse import MinuteFile, Warehouse
 
@@ -272,62 +270,40 @@ def read_groups(batches: list[MinuteBatch], parallel_threshold: int) -> list[lis
     return groups
 
 
-def _minute_target(kafka: KafkaResource, batch: MinuteBatch, staging_dir: Path) -> MinuteTarget:
-    raw_path, dead_path = staging_paths(staging_dir)
-    return MinuteTarget(
-        minute_iso=minute_iso(batch.partition_key),
-        object_key=raw_object_key(kafka.topic, batch.partition_key),
-        ranges=tuple((r.partition, r.start, r.end) for r in batch.ranges),
-        raw_path=raw_path,
-        dead_letter_path=dead_path,
-    )
+def group_ranges(batches: list[MinuteBatch]) -> tuple[OffsetRange, ...]:
+    """One offset range per partition covering every minute of the group."""
+    spans: dict[int, tuple[int, int]] = {}
+    for batch in batches:
+        for r in batch.ranges:
+            if r.count:
+                start, end = spans.get(r.partition, (r.start, r.end))
+                spans[r.partition] = (min(start, r.start), max(end, r.end))
+    return tuple(OffsetRange(p, start, end) for p, (start, end) in sorted(spans.items()))
 
 
-# (minute, its stats, its staging raw file, its staging dead-letter file)
-BuiltMinute = tuple[MinuteBatch, MinuteObjectStats, Path, Path]
-
-
-def _write_group(kafka: KafkaResource, batches: list[MinuteBatch], staging_dir: Path) -> list[BuiltMinute]:
-    """Build the files of a group of minutes (read_groups) in this process."""
-    targets = [_minute_target(kafka, batch, staging_dir) for batch in batches]
+def _write_group(
+    kafka: KafkaResource, batches: list[MinuteBatch], staging_dir: Path
+) -> list[tuple[MinuteBatch, MinuteObjectStats, Path, Path]]:
+    """Build the files of a group of minutes (read_groups): each minute's stats and staging paths."""
+    paths = [staging_paths(staging_dir) for _ in batches]
     if len(batches) == 1:
-        t = targets[0]
-        stats = [_write_minute(kafka, batches[0], t.object_key, t.raw_path, t.dead_letter_path)]
-    else:
-        stats = write_minute_group(kafka.read(covering_ranges(targets)), targets, topic=kafka.topic)
-    return [(b, st, t.raw_path, t.dead_letter_path) for b, st, t in zip(batches, stats, targets, strict=True)]
-
-
-def _built_groups(
-    kafka: KafkaResource, groups: list[list[MinuteBatch]], staging_dir: Path
-) -> Generator[list[BuiltMinute], None, None]:
-    """Each group's built minutes, in order. With several groups (a catch-up run) and read_workers > 1,
-    read workers build the groups, read_workers at a time, while the caller publishes the ones done."""
-    if kafka.read_workers < 2 or len(groups) < 2:
-        for group in groups:
-            yield _write_group(kafka, group, staging_dir)
-        return
-    targets = [[_minute_target(kafka, batch, staging_dir) for batch in group] for group in groups]
-    results = write_minute_groups_parallel(
-        targets,
-        consumer_config=kafka.consumer_config(),
-        batch_size=kafka.read_batch_size,
-        stall_timeout=kafka.timeout_seconds,
-        topic=kafka.topic,
-        workers=kafka.read_workers,
-    )
-    try:
-        for group, group_targets in zip(groups, targets, strict=True):
-            stats = next(results)
-            yield [
-                (b, st, t.raw_path, t.dead_letter_path)
-                for b, st, t in zip(group, stats, group_targets, strict=True)
-            ]
-    finally:
-        results.close()  # kills the workers still reading if the caller stopped early
-        for t in (t for group_targets in targets for t in group_targets):
-            t.raw_path.unlink(missing_ok=True)  # put_file consumed the published ones
-            t.dead_letter_path.unlink(missing_ok=True)
+        batch, (raw_path, dead_path) = batches[0], paths[0]
+        stats = _write_minute(
+            kafka, batch, raw_object_key(kafka.topic, batch.partition_key), raw_path, dead_path
+        )
+        return [(batch, stats, raw_path, dead_path)]
+    targets = [
+        MinuteTarget(
+            minute_iso=minute_iso(batch.partition_key),
+            object_key=raw_object_key(kafka.topic, batch.partition_key),
+            ranges=tuple((r.partition, r.start, r.end) for r in batch.ranges),
+            raw_path=raw_path,
+            dead_letter_path=dead_path,
+        )
+        for batch, (raw_path, dead_path) in zip(batches, paths, strict=True)
+    ]
+    all_stats = write_minute_group(kafka.read(group_ranges(batches)), targets, topic=kafka.topic)
+    return [(b, st, raw, dead) for b, st, (raw, dead) in zip(batches, all_stats, paths, strict=True)]
 
 
 def load_batch(object_store: ObjectStore, topic: str, partition_key: str) -> MinuteBatch:
@@ -394,47 +370,43 @@ def raw_quote_object(
     low = high = None
     keys = []
     batches = [load_batch(object_store, kafka.topic, key) for key in context.partition_keys]
-    groups = read_groups(batches, kafka.parallel_read_threshold)
-    with closing(_built_groups(kafka, groups, object_store.staging_dir())) as built_groups:
-        while True:
-            try:
-                built = next(built_groups, None)
-            except (KafkaUnavailable, KafkaReadFailed) as exc:  # the latter from a read worker
-                raise dg.Failure(description=str(exc)) from exc
-            if built is None:
-                break
-            try:
-                for batch, stats, raw_path, dead_path in built:
-                    key = batch.partition_key
-                    object_key = raw_object_key(kafka.topic, key)
-                    published = time.perf_counter()
-                    size = _publish_minute(object_store, kafka.topic, batch, stats, raw_path, dead_path)
-                    totals["publish_s"] += time.perf_counter() - published
-                    totals["rows"] += stats.rows
-                    totals["dead"] += stats.dead_lettered
-                    totals["bytes"] += size
-                    totals["read_s"] += stats.read_seconds
-                    for reason, n in stats.reasons.items():
-                        reasons[reason] = reasons.get(reason, 0) + n
-                    if stats.min_timestamp_ms is not None:
-                        low = stats.min_timestamp_ms if low is None else min(low, stats.min_timestamp_ms)
-                        high = stats.max_timestamp_ms if high is None else max(high, stats.max_timestamp_ms)  # type: ignore[type-var]
-                    minutes[key] = {
-                        "rows": stats.rows,
-                        "dead_lettered": stats.dead_lettered,
-                        "bytes": size,
-                        "offsets": {str(r.partition): [r.start, r.end] for r in batch.ranges},
-                    }
-                    keys.append(object_key)
-                    if len(batches) <= PER_MINUTE_METADATA_LIMIT:
-                        context.log.info(
-                            f"minute {key}: {stats.rows} rows, {stats.dead_lettered} dead-lettered -> {object_key}"
-                        )
-            finally:
-                # put_file consumes a published file; any left (a failed publish) is garbage.
-                for _, _, raw_path, dead_path in built:
-                    raw_path.unlink(missing_ok=True)
-                    dead_path.unlink(missing_ok=True)
+    for group in read_groups(batches, kafka.parallel_read_threshold):
+        try:
+            built = _write_group(kafka, group, object_store.staging_dir())
+        except KafkaUnavailable as exc:
+            raise dg.Failure(description=str(exc)) from exc
+        try:
+            for batch, stats, raw_path, dead_path in built:
+                key = batch.partition_key
+                object_key = raw_object_key(kafka.topic, key)
+                published = time.perf_counter()
+                size = _publish_minute(object_store, kafka.topic, batch, stats, raw_path, dead_path)
+                totals["publish_s"] += time.perf_counter() - published
+                totals["rows"] += stats.rows
+                totals["dead"] += stats.dead_lettered
+                totals["bytes"] += size
+                totals["read_s"] += stats.read_seconds
+                for reason, n in stats.reasons.items():
+                    reasons[reason] = reasons.get(reason, 0) + n
+                if stats.min_timestamp_ms is not None:
+                    low = stats.min_timestamp_ms if low is None else min(low, stats.min_timestamp_ms)
+                    high = stats.max_timestamp_ms if high is None else max(high, stats.max_timestamp_ms)  # type: ignore[type-var]
+                minutes[key] = {
+                    "rows": stats.rows,
+                    "dead_lettered": stats.dead_lettered,
+                    "bytes": size,
+                    "offsets": {str(r.partition): [r.start, r.end] for r in batch.ranges},
+                }
+                keys.append(object_key)
+                if len(batches) <= PER_MINUTE_METADATA_LIMIT:
+                    context.log.info(
+                        f"minute {key}: {stats.rows} rows, {stats.dead_lettered} dead-lettered -> {object_key}"
+                    )
+        finally:
+            # put_file consumes a published file; any left (a failed publish) is garbage.
+            for _, _, raw_path, dead_path in built:
+                raw_path.unlink(missing_ok=True)
+                dead_path.unlink(missing_ok=True)
     if len(batches) > PER_MINUTE_METADATA_LIMIT:
         context.log.info(
             f"minutes {batches[0].partition_key} to {batches[-1].partition_key}: {totals['rows']} rows, "

@@ -9,7 +9,6 @@ whatever the minute's size.
 from __future__ import annotations
 
 import bisect
-import collections
 import json
 import queue
 import struct
@@ -21,13 +20,12 @@ import time
 import uuid
 import zlib
 from collections import Counter
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from stock_platform.quotes import InvalidQuote, decode_message, encode_record
-from stock_platform.resources.kafka_reader import READ_FAILED_EXIT, KafkaReadFailed, OffsetRange
 
 # Level 1 compresses quote JSON about 10x at ~1 GB/s on one core here; level 6 gains little more and
 # costs 2-3x the CPU, which matters for a minute of 1,000,000 quotes.
@@ -132,34 +130,23 @@ class MinuteObjectStats:
     def records(self) -> int:
         return self.rows + self.dead_lettered
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "rows": self.rows,
-            "dead_lettered": self.dead_lettered,
-            "raw_bytes": self.raw_bytes,
-            "read_seconds": self.read_seconds,
-            "min_timestamp_ms": self.min_timestamp_ms,
-            "max_timestamp_ms": self.max_timestamp_ms,
-            "partitions": {p: [s.first_offset, s.last_offset, s.records] for p, s in self.partitions.items()},
-            "reasons": dict(self.reasons),
-        }
-
     def to_json(self) -> bytes:
-        return json.dumps(self.to_dict()).encode()
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MinuteObjectStats:
-        """The stats of a whole minute, as a group read worker reported them."""
-        stats = cls(raw_bytes=data["raw_bytes"], read_seconds=data["read_seconds"])
-        stats.merge(data)
-        return stats
+        return json.dumps(
+            {
+                "rows": self.rows,
+                "dead_lettered": self.dead_lettered,
+                "min_timestamp_ms": self.min_timestamp_ms,
+                "max_timestamp_ms": self.max_timestamp_ms,
+                "partitions": {
+                    p: [s.first_offset, s.last_offset, s.records] for p, s in self.partitions.items()
+                },
+                "reasons": dict(self.reasons),
+            }
+        ).encode()
 
     def merge_json(self, data: bytes) -> None:
-        """Add the stats a read worker reported (its part of the minute; the minute's file sizes and read
-        time are the caller's to set)."""
-        self.merge(json.loads(data))
-
-    def merge(self, other: dict[str, Any]) -> None:
+        """Add the stats a read worker reported (its part of the minute)."""
+        other = json.loads(data)
         self.rows += other["rows"]
         self.dead_lettered += other["dead_lettered"]
         for attr, pick in (("min_timestamp_ms", min), ("max_timestamp_ms", max)):
@@ -346,17 +333,6 @@ class _MinuteRouter:
         return span[2]
 
 
-def covering_ranges(targets: Sequence[MinuteTarget]) -> tuple[OffsetRange, ...]:
-    """One offset range per partition covering every minute of a group: what its one pass reads."""
-    spans: dict[int, tuple[int, int]] = {}
-    for target in targets:
-        for partition, start, end in target.ranges:
-            if end > start:
-                low, high = spans.get(partition, (start, end))
-                spans[partition] = (min(low, start), max(high, end))
-    return tuple(OffsetRange(p, start, end) for p, (start, end) in sorted(spans.items()))
-
-
 def write_minute_group(
     chunks: Iterable[Sequence[KafkaMessage]], targets: Sequence[MinuteTarget], *, topic: str
 ) -> list[MinuteObjectStats]:
@@ -432,7 +408,16 @@ def write_minute_files_parallel(
                 "minute_iso": minute_iso,
                 "object_key": object_key,
             }
-            proc, stderr = _start_read_worker(spec)
+            stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "stock_platform.ingestion.read_worker"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+            )
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps(spec).encode())
+            proc.stdin.close()
             pump = threading.Thread(target=_pump_frames, args=(proc, frames), daemon=True)
             pump.start()
             workers.append((proc, pump, stderr))
@@ -450,9 +435,14 @@ def write_minute_files_parallel(
                 files.dead.write_blob(payload)
             else:
                 stats.merge_json(payload)
+        failures = []
         for proc, pump, stderr in workers:
             pump.join()
-            _raise_if_failed(proc.wait(), stderr)
+            if proc.wait() != 0:
+                stderr.seek(0)
+                failures.append(stderr.read().decode("utf-8", "replace")[-2000:])
+        if failures:
+            raise RuntimeError(f"a read worker failed: {failures[0]}")
         stats.read_seconds = time.perf_counter() - started
         stats.raw_bytes = files.close()
     except BaseException:
@@ -465,108 +455,6 @@ def write_minute_files_parallel(
             proc.wait()
             stderr.close()
     return stats
-
-
-def write_minute_groups_parallel(
-    groups: Sequence[Sequence[MinuteTarget]],
-    *,
-    consumer_config: dict,
-    batch_size: int,
-    stall_timeout: float,
-    topic: str,
-    workers: int,
-) -> Generator[list[MinuteObjectStats], None, None]:
-    """write_minute_group for each group of minutes, each group in a read worker, ``workers`` at a time.
-
-    Yields each group's stats in order as soon as its worker is done, so the caller publishes a group's
-    objects while the next groups are read: a catch-up run's reading keeps both cores busy instead of
-    one. Closing the generator early kills the workers still reading; the files of the groups it did not
-    yield are the caller's to remove.
-    """
-    upcoming = iter(groups)
-    running: collections.deque[tuple[subprocess.Popen, BinaryIO]] = collections.deque()
-    try:
-        while True:
-            while len(running) < max(1, workers) and (targets := next(upcoming, None)) is not None:
-                running.append(
-                    _start_read_worker(
-                        _group_spec(targets, consumer_config, batch_size, stall_timeout, topic)
-                    )
-                )
-            if not running:
-                return
-            proc, stderr = running[0]
-            assert proc.stdout is not None
-            out = proc.stdout.read()  # the worker's only pipe (stderr goes to a file): no deadlock
-            _raise_if_failed(proc.wait(), stderr)
-            running.popleft()
-            stderr.close()
-            yield [MinuteObjectStats.from_dict(d) for d in json.loads(out)]
-    finally:
-        for proc, stderr in running:
-            proc.kill()
-            proc.wait()
-            stderr.close()
-
-
-def _group_spec(
-    targets: Sequence[MinuteTarget], consumer_config: dict, batch_size: int, stall_timeout: float, topic: str
-) -> dict[str, Any]:
-    return {
-        "consumer": consumer_config,
-        "topic": topic,
-        "ranges": [[r.partition, r.start, r.end] for r in covering_ranges(targets)],
-        "batch_size": batch_size,
-        "stall_timeout": stall_timeout,
-        "targets": [
-            {
-                "minute_iso": t.minute_iso,
-                "object_key": t.object_key,
-                "ranges": [list(r) for r in t.ranges],
-                "raw_path": str(t.raw_path),
-                "dead_letter_path": str(t.dead_letter_path),
-            }
-            for t in targets
-        ],
-    }
-
-
-def targets_of_spec(spec: dict[str, Any]) -> list[MinuteTarget]:
-    return [
-        MinuteTarget(
-            minute_iso=t["minute_iso"],
-            object_key=t["object_key"],
-            ranges=tuple((p, start, end) for p, start, end in t["ranges"]),
-            raw_path=Path(t["raw_path"]),
-            dead_letter_path=Path(t["dead_letter_path"]),
-        )
-        for t in spec["targets"]
-    ]
-
-
-def _start_read_worker(spec: dict[str, Any]) -> tuple[subprocess.Popen, BinaryIO]:
-    """A read_worker process given ``spec`` on stdin; its stderr goes to a temporary file (read if it fails)."""
-    stderr = tempfile.TemporaryFile()  # noqa: SIM115 - the caller closes it
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stock_platform.ingestion.read_worker"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=stderr,
-    )
-    assert proc.stdin is not None
-    proc.stdin.write(json.dumps(spec).encode())
-    proc.stdin.close()
-    return proc, stderr
-
-
-def _raise_if_failed(returncode: int, stderr: BinaryIO) -> None:
-    if returncode == 0:
-        return
-    stderr.seek(0)
-    tail = stderr.read().decode("utf-8", "replace")[-2000:]
-    if returncode == READ_FAILED_EXIT:
-        raise KafkaReadFailed(f"a read worker could not read Kafka: {tail}")
-    raise RuntimeError(f"a read worker failed (exit status {returncode}): {tail}")
 
 
 _FRAME_HEADER = struct.Struct(">cI")

@@ -30,7 +30,7 @@ from pydantic import Field
 
 from stock_platform.kafka_topic import TopicMisconfigured, require_append_time
 from stock_platform.partitions import minute_window_ms
-from stock_platform.resources.kafka_reader import KafkaReadFailed, OffsetRange, read_ranges
+from stock_platform.resources.kafka_reader import OffsetRange, ReadStalled, read_ranges
 
 __all__ = ["KafkaResource", "MinuteBatch", "OffsetRange", "PartitionLag", "TopicMisconfigured"]
 
@@ -228,10 +228,7 @@ class KafkaResource(dg.ConfigurableResource):
     read_batch_size: int = Field(default=10_000, description="Messages per consume() call.")
     read_workers: int = Field(
         default=2,
-        description=(
-            "Processes reading a large minute, or a catch-up run's groups of minutes, in parallel "
-            "(1 = always in the run's process)."
-        ),
+        description="Processes reading a large minute in parallel (1 = always in the run's process).",
     )
     parallel_read_threshold: int = Field(
         default=200_000, description="Records from which a minute is read by read_workers processes."
@@ -437,7 +434,7 @@ class KafkaResource(dg.ConfigurableResource):
             yield from read_ranges(
                 self.consumer_config(), self.topic, ranges, self.read_batch_size, self.timeout_seconds
             )
-        except KafkaReadFailed as exc:
+        except ReadStalled as exc:
             raise KafkaUnavailable(str(exc)) from exc
 
     def committed_offsets(self, consumer: Consumer | None = None) -> dict[int, int | None]:

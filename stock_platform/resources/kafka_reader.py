@@ -17,16 +17,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 READ_TUNING = {"queued.max.messages.kbytes": 65536, "fetch.queue.backoff.ms": 10}
 
 
-class KafkaReadFailed(RuntimeError):
-    """Reading offset ranges failed on Kafka's side (a read worker reports it with READ_FAILED_EXIT)."""
-
-
-class ReadStalled(KafkaReadFailed):
+class ReadStalled(RuntimeError):
     """No progress for the stall timeout while ranges were still unfinished."""
-
-
-# A read worker's exit status when Kafka failed it (not a bug of the worker): KafkaReadFailed in the parent.
-READ_FAILED_EXIT = 3
 
 
 @dataclass(frozen=True)

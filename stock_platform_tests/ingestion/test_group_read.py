@@ -14,13 +14,8 @@ from pathlib import Path
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from stock_platform.ingestion.assets import GROUP_READ_RECORDS, read_groups
-from stock_platform.ingestion.minute_object import (
-    MinuteTarget,
-    covering_ranges,
-    write_minute_files,
-    write_minute_group,
-)
+from stock_platform.ingestion.assets import GROUP_READ_RECORDS, group_ranges, read_groups
+from stock_platform.ingestion.minute_object import MinuteTarget, write_minute_files, write_minute_group
 from stock_platform.partitions import minute_key, minute_window_ms
 from stock_platform.quotes import encode_record
 from stock_platform.resources.kafka import MinuteBatch, MinuteNotClosed, OffsetRange, RecordsDeleted
@@ -61,8 +56,11 @@ def topic_and_minutes(draw: st.DrawFn):
             kind = draw(st.sampled_from([0, 1, 2, 2, 2, 2]))
             log.append(FakeMessage(TOPIC, p, o, BASE_MS + o, b"AAPL", value(kind, seq, BASE_MS + o)))
         logs[p] = log
-    read = covering_ranges(
-        [MinuteTarget(f"m{m}", f"k{m}", tuple(ranges[m]), Path(), Path()) for m in range(minutes)]
+    read = group_ranges(
+        [
+            MinuteBatch(TOPIC, f"k{m}", tuple(OffsetRange(*r) for r in ranges[m]), "records")
+            for m in range(minutes)
+        ]
     )
     pending = {
         r.partition: [msg for msg in logs[r.partition] if r.start <= msg.offset() < r.end] for r in read
