@@ -47,6 +47,7 @@ LINEAGE = {
     ("raw_quote_object", "raw_quote_table"),
     ("raw_quote_table", "silver_quotes"),
     ("raw_quote_table", "silver_rejected_quotes"),
+    ("silver_quotes", "silver_rejected_quotes"),
     ("silver_quotes", "gold_kpi"),
     ("silver_quotes", "gold_candlestick"),
     ("silver_quotes", "gold_treechart"),

@@ -41,46 +41,83 @@
 {%- endmacro %}
 
 
-{#- SQL condition on a stg_raw_quotes row: its raw row was loaded into a minute of the run's window. The
-    silver models apply it to the ephemeral staging CTE; both dialects push it down to the raw table's scan,
-    so only the window's envelopes are parsed. -#}
-{% macro raw_window_filter() -%}
-  {{ return(adapter.dispatch('raw_window_filter', 'stock_platform')()) }}
+{#- SQL condition on a stg_raw_quotes row, or with `raw` on a row of the raw table under that alias: its raw
+    row was loaded into a minute of the run's window. The silver models apply it to the ephemeral staging
+    CTE; both dialects push it down to the raw table's scan, so only the window's envelopes are parsed. -#}
+{% macro raw_window_filter(raw=none) -%}
+  {{ return(adapter.dispatch('raw_window_filter', 'stock_platform')(raw)) }}
 {%- endmacro %}
 
 {#- Snowflake: `envelope_minute`, the envelope's `minute` text (v:minute::varchar, 'YYYY-MM-DDTHH:MM:SSZ', which
     the loader writes and deletes by), whose text order is its time order. Comparing the text keeps the
     predicate on the VARIANT path itself, which Snowflake can prune micro-partitions on. -#}
-{% macro default__raw_window_filter() -%}
+{% macro default__raw_window_filter(raw) -%}
+  {%- set minute_text = 'envelope_minute' if raw is none else raw ~ '.v:minute::varchar' -%}
   {%- set bounds = run_window() -%}
   {%- set conditions = [] -%}
   {%- if bounds.min_minute -%}
-    {%- do conditions.append("envelope_minute >= '" ~ bounds.min_minute | replace(' ', 'T') ~ "Z'") -%}
+    {%- do conditions.append(minute_text ~ " >= '" ~ bounds.min_minute | replace(' ', 'T') ~ "Z'") -%}
   {%- endif -%}
   {%- if bounds.max_minute -%}
-    {%- do conditions.append("envelope_minute < '" ~ bounds.max_minute | replace(' ', 'T') ~ "Z'") -%}
+    {%- do conditions.append(minute_text ~ " < '" ~ bounds.max_minute | replace(' ', 'T') ~ "Z'") -%}
   {%- endif -%}
   {{ conditions | join(' and ') if conditions else '1 = 1' }}
 {%- endmacro %}
 
 {#- DuckDB: the raw table's `minute` column, which the loader deletes and inserts by, and which lets DuckDB
     skip row groups outside the window instead of parsing their JSON. -#}
-{% macro duckdb__raw_window_filter() -%}
-  {{ minute_window_filter('minute') }}
+{% macro duckdb__raw_window_filter(raw) -%}
+  {{ minute_window_filter(raw_minute(raw)) }}
+{%- endmacro %}
+
+
+{#- SQL condition: the raw-table row `raw` is the row `kept` of silver_quotes, compared on the raw row's
+    identity (minute, topic, kafka_partition, kafka_offset), unique per raw row, which silver_quotes keeps.
+    DuckDB reads it from the raw table's columns (the loader fills them from the envelope), so no envelope
+    is parsed; Snowflake reads the VARIANT's paths, as silver_quotes does. -#}
+{% macro is_raw_row_of(raw, kept) -%}
+  {{ return(adapter.dispatch('is_raw_row_of', 'stock_platform')(raw, kept)) }}
+{%- endmacro %}
+
+{% macro default__is_raw_row_of(raw, kept) -%}
+  {%- set identity = {
+      'minute': raw_minute(raw),
+      'topic': json_text(raw ~ '.v', ['topic']),
+      'kafka_partition': json_bigint(raw ~ '.v', ['kafka_partition']),
+      'kafka_offset': json_bigint(raw ~ '.v', ['kafka_offset']),
+  } -%}
+  {{ same_values(identity, kept) }}
+{%- endmacro %}
+
+{% macro duckdb__is_raw_row_of(raw, kept) -%}
+  {%- set identity = {} -%}
+  {%- for column in ['minute', 'topic', 'kafka_partition', 'kafka_offset'] -%}
+    {%- do identity.update({column: raw ~ '.' ~ column}) -%}
+  {%- endfor -%}
+  {{ same_values(identity, kept) }}
+{%- endmacro %}
+
+{#- One line: each column of `kept` equals its expression. -#}
+{% macro same_values(expressions, kept) -%}
+  {%- set conditions = [] -%}
+  {%- for column, expression in expressions.items() -%}
+    {%- do conditions.append(kept ~ '.' ~ column ~ ' = ' ~ expression) -%}
+  {%- endfor -%}
+  {{ conditions | join(' and ') }}
 {%- endmacro %}
 
 
 {#- The minute (partition) a raw row was loaded into, naive UTC: the one definition on every dialect. -#}
-{% macro raw_minute() -%}
-  {{ return(adapter.dispatch('raw_minute', 'stock_platform')()) }}
+{% macro raw_minute(raw=none) -%}
+  {{ return(adapter.dispatch('raw_minute', 'stock_platform')(raw)) }}
 {%- endmacro %}
 
 {#- An explicit format rather than the session's TIMESTAMP_INPUT_FORMAT; 'T' and 'Z' are removed first
     because fakesnow does not translate quoted literals in a format. -#}
-{% macro default__raw_minute() -%}
-  try_to_timestamp_ntz(replace(replace(v:minute::varchar, 'T', ' '), 'Z', ''), 'YYYY-MM-DD HH24:MI:SS')
+{% macro default__raw_minute(raw) -%}
+  try_to_timestamp_ntz(replace(replace({{ raw ~ '.' if raw }}v:minute::varchar, 'T', ' '), 'Z', ''), 'YYYY-MM-DD HH24:MI:SS')
 {%- endmacro %}
 
-{% macro duckdb__raw_minute() -%}
-  minute
+{% macro duckdb__raw_minute(raw) -%}
+  {{ raw ~ '.' if raw }}minute
 {%- endmacro %}

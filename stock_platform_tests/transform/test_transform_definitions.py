@@ -69,7 +69,9 @@ def test_silver_reads_the_raw_table_asset_and_gold_reads_silver():
     def parents(name: str) -> set[str]:
         return {key.to_user_string() for key in graph.get(dg.AssetKey(name)).parent_keys}
 
-    assert parents("silver_quotes") == parents("silver_rejected_quotes") == {"raw_quote_table"}
+    assert parents("silver_quotes") == {"raw_quote_table"}
+    # The rejected rows are the raw rows silver_quotes left out that fail validation.
+    assert parents("silver_rejected_quotes") == {"raw_quote_table", "silver_quotes"}
     assert (
         parents("gold_kpi") == parents("gold_candlestick") == parents("gold_treechart") == {"silver_quotes"}
     )

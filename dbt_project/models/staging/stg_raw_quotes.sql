@@ -1,7 +1,8 @@
 {{ config(materialized='ephemeral') }}
 
-{#- The raw envelopes as typed columns: the one place the envelope JSON is parsed (macro parsed_envelopes),
-    read by silver_quotes and silver_rejected_quotes. One row per raw row.
+{#- The raw envelopes as typed columns (macro parsed_envelopes, the one definition of how an envelope is
+    parsed), read by silver_quotes; silver_rejected_quotes applies the same macro to the few raw rows
+    silver_quotes left out. One row per raw row.
 
     Ephemeral, not a view or a table: it is inlined into each silver model as a CTE, so an incremental run's
     window filter (on `minute`, or on `envelope_minute` on Snowflake) reaches the raw table's scan and only
