@@ -68,6 +68,9 @@ def run_summary(platform: DaemonPlatform) -> dict:
             for rec in all_materializations(instance, name):
                 counter[rec.run_id] += 1
             per_asset[name] = counter
+        steps = {
+            record.dagster_run.run_id: step_seconds(instance, record.dagster_run.run_id) for record in records
+        }
     runs = []
     for record in sorted(records, key=lambda r: r.create_timestamp):
         run = record.dagster_run
@@ -81,9 +84,29 @@ def run_summary(platform: DaemonPlatform) -> dict:
             "minutes_in_tags": minutes_between(first, last) if first and last else None,
             "status": run.status.value,
             "seconds": round(record.end_time - record.start_time, 1) if record.end_time and record.start_time else None,
+            "created_to_start_s": round(record.start_time - record.create_timestamp.timestamp(), 1) if record.start_time else None,
+            "step_seconds": steps[run.run_id],
             "partitions_materialized": {name: c[run.run_id] for name, c in per_asset.items()},
         })  # fmt: skip
     return {"runs": runs}
+
+
+def step_seconds(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
+    """Each step's duration in a run, from its STEP_START and STEP_SUCCESS / STEP_FAILURE events."""
+    kinds = {
+        dg.DagsterEventType.STEP_START,
+        dg.DagsterEventType.STEP_SUCCESS,
+        dg.DagsterEventType.STEP_FAILURE,
+    }
+    started: dict[str, float] = {}
+    durations: dict[str, float] = {}
+    for entry in instance.all_logs(run_id, of_type=kinds):
+        key = entry.step_key or ""
+        if entry.dagster_event_type == dg.DagsterEventType.STEP_START:
+            started[key] = entry.timestamp
+        elif key in started:
+            durations[key] = round(entry.timestamp - started[key], 1)
+    return durations
 
 
 def trial(
@@ -155,6 +178,14 @@ def trial(
     runs = result["runs"]
     result["run_count"] = len(runs)
     result["run_seconds"] = summary([r["seconds"] for r in runs if r["seconds"] is not None], 1)
+    result["created_to_start_seconds"] = summary(
+        [r["created_to_start_s"] for r in runs if r["created_to_start_s"] is not None], 1
+    )
+    step_keys = sorted({key for r in runs for key in r["step_seconds"]})
+    result["step_seconds"] = {
+        key: summary([r["step_seconds"][key] for r in runs if key in r["step_seconds"]], 1)
+        for key in step_keys
+    }
     result["max_minutes_in_one_run"] = max((r["minutes_in_tags"] or 0 for r in runs), default=0)
     result["max_partitions_materialized_in_one_run"] = max(
         (r["partitions_materialized"]["raw_quote_table"] for r in runs), default=0
