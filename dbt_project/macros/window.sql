@@ -73,8 +73,9 @@
 
 {#- SQL condition: the raw-table row `raw` is the row `kept` of silver_quotes, compared on the raw row's
     identity (minute, topic, kafka_partition, kafka_offset), unique per raw row, which silver_quotes keeps.
-    DuckDB reads it from the raw table's columns (the loader fills them from the envelope), so no envelope
-    is parsed; Snowflake reads the VARIANT's paths, as silver_quotes does. -#}
+    DuckDB reads it from the raw table's columns (the loader writes the partition and offset from the
+    envelope, the minute and topic it loads), so no envelope is parsed; Snowflake reads the VARIANT's paths,
+    as silver_quotes does. A row whose columns disagree with its envelope is only parsed, never lost. -#}
 {% macro is_raw_row_of(raw, kept) -%}
   {{ return(adapter.dispatch('is_raw_row_of', 'stock_platform')(raw, kept)) }}
 {%- endmacro %}
@@ -90,10 +91,12 @@
 {%- endmacro %}
 
 {% macro duckdb__is_raw_row_of(raw, kept) -%}
-  {%- set identity = {} -%}
-  {%- for column in ['minute', 'topic', 'kafka_partition', 'kafka_offset'] -%}
-    {%- do identity.update({column: raw ~ '.' ~ column}) -%}
-  {%- endfor -%}
+  {%- set identity = {
+      'minute': raw_minute(raw),
+      'topic': raw ~ '.topic',
+      'kafka_partition': raw ~ '.kafka_partition',
+      'kafka_offset': raw ~ '.kafka_offset',
+  } -%}
   {{ same_values(identity, kept) }}
 {%- endmacro %}
 

@@ -22,8 +22,6 @@ with
 
 left_out as (
 
-    {#- In the window, the silver rows only (a kept row's minute is its raw row's): a smaller hash table,
-        and row groups outside the window skipped. #}
     select loaded.*
     from {{ source('bronze', 'bronze_stock_quotes_raw') }} as loaded
     where
@@ -33,6 +31,8 @@ left_out as (
             where
                 {{ is_raw_row_of('loaded', 'kept') }}
             {% if is_incremental() %}
+                {#- The window's silver rows only (a kept row's minute is its raw row's): a smaller hash
+                    table, and row groups outside the window skipped. #}
                 and {{ minute_window_filter('kept.minute') }}
             {% endif %}
         )
