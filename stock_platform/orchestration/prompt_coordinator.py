@@ -33,6 +33,17 @@ class PromptRunCoordinator(QueuedRunCoordinator):
     """QueuedRunCoordinator that launches a sensor's run at once when no other run occupies or awaits a
     slot (module docstring)."""
 
+    @property
+    def dequeue_interval_seconds(self) -> int:
+        # Read once, by the daemon as it creates its run-queue loop (dagster/_daemon/controller.py's
+        # create_daemon_of_type), before it loads the workspace: the one moment only the process that
+        # launches runs passes through. A warm run launcher starts its run host then, beside the code
+        # server's start, instead of at the first run's launch (10-15 s of that run on a busy machine).
+        start_host_soon = getattr(self._instance.run_launcher, "start_host_soon", None)
+        if start_host_soon is not None:
+            start_host_soon()
+        return super().dequeue_interval_seconds
+
     def submit_run(self, context: SubmitRunContext) -> DagsterRun:
         run = context.dagster_run
         if run.status == DagsterRunStatus.NOT_STARTED and SENSOR_TAG in run.tags and self._starts_now(run):

@@ -14,7 +14,8 @@ writes this launcher into the local instance (runner.py); docker-compose keeps t
 whose runs execute in the code-location container.
 
 The launcher is instantiated by every process that loads the instance (webserver, daemon, code server):
-nothing is started until a run is launched, and termination and health checks work from any of them
+only the daemon starts a host, as it starts (``start_host_soon``, called by the PromptRunCoordinator),
+so that the first run does not wait ~10-15 s for it; termination and health checks work from any of them
 through the worker's pid, recorded on the run as a tag.
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -149,6 +151,7 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
         self._preload = list(preload if preload is not None else DEFAULT_PRELOAD)
         self._host: RunHost | None = None
         self._lock = threading.Lock()
+        self._warming: threading.Thread | None = None
         super().__init__()
 
     @property
@@ -180,6 +183,27 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
         if host is None:
             self._host = host = RunHost(executable, self._preload, instance_ref)
         return host
+
+    def start_host_soon(self) -> None:
+        """Start the run host on a thread now rather than at the first launch, which then only waits for
+        it to be ready. Once per launcher; a host that fails to start here is started again by the first
+        launch, whose failure Dagster records on the run."""
+        if self._warming is not None:
+            return
+        ref = serialize_value(self._instance.get_ref())
+
+        def start() -> None:
+            with self._lock:
+                try:
+                    self._host_for(sys.executable, ref)
+                except (RunHostFailed, OSError, ValueError) as exc:
+                    logging.getLogger(__name__).warning(
+                        "the run host did not start ahead of the first run (%s); the first launch tries again",
+                        exc,
+                    )
+
+        self._warming = threading.Thread(target=start, name="warm-run-host", daemon=True)
+        self._warming.start()
 
     def launch_run(self, context: LaunchRunContext) -> None:
         run = context.dagster_run
@@ -232,6 +256,7 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
         return True
 
     def dispose(self) -> None:
-        if self._host is not None:
-            self._host.stop()
-            self._host = None
+        with self._lock:  # after a host being started ahead of the first run is up, so it is stopped too
+            if self._host is not None:
+                self._host.stop()
+                self._host = None

@@ -18,7 +18,9 @@ import pytest
 from dagster._core.code_pointer import ModuleCodePointer
 from dagster._core.launcher.base import LaunchRunContext, WorkerStatus
 from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
+from dagster._daemon.controller import create_daemons_from_instance
 
+from stock_platform.orchestration.prompt_coordinator import PromptRunCoordinator
 from stock_platform.orchestration.warm_launcher import (
     PID_TAG,
     START_TAG,
@@ -44,6 +46,9 @@ def instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dg.Dag
         "  module: stock_platform.orchestration.warm_launcher\n"
         "  class: WarmRunLauncher\n"
         f"  config:\n    preload: [{PRELOAD}]\n"
+        "run_coordinator:\n"
+        "  module: stock_platform.orchestration.prompt_coordinator\n"
+        "  class: PromptRunCoordinator\n"
     )
     with dg.DagsterInstance.from_config(str(home)) as inst:
         yield inst
@@ -201,3 +206,28 @@ def test_a_reused_pid_is_not_taken_for_the_worker(instance):
         tags={PID_TAG: str(me), START_TAG: process_start(me)},
     )
     assert launcher.check_run_worker_health(alive).status == WorkerStatus.RUNNING
+
+
+def test_the_daemon_starts_the_host_before_the_first_run_and_other_processes_never_do(instance, tmp_path):
+    launcher = instance.run_launcher
+    assert isinstance(launcher, WarmRunLauncher)
+    # Every process that loads the instance (webserver, code server) creates its launcher and coordinator.
+    assert isinstance(instance.run_coordinator, PromptRunCoordinator)
+    assert instance.get_concurrency_config() is not None
+    assert launcher._warming is None and launcher._host is None, "no host outside the daemon"
+
+    # What `dagster-daemon run` does first, before it loads the workspace or launches anything.
+    create_daemons_from_instance(instance)
+    deadline = time.monotonic() + 120
+    while launcher._host is None:
+        assert time.monotonic() < deadline, "the daemon's start did not start the run host"
+        time.sleep(0.1)
+    host = host_pid(instance)
+    imports = tmp_path / "imports.txt"
+    assert host in {int(line) for line in imports.read_text().split()}, "the host loaded the code"
+
+    run = launch(instance, warm_jobs.pid_job)
+    assert host_pid(instance) == host, "the first run is forked from the host started ahead of it"
+    assert finished(instance, run.run_id).status == dg.DagsterRunStatus.SUCCESS
+    create_daemons_from_instance(instance)  # a second daemon start on the same launcher: one host
+    assert host_pid(instance) == host and launcher._host is not None and launcher._host.alive()
