@@ -7,6 +7,7 @@ this folder is on ``sys.path``).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as dt
 import json
@@ -311,10 +312,30 @@ def cmdline(pid: int) -> str:
         return ""
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds_and_parent(pid: int) -> tuple[float, int] | None:
+    """User + system CPU seconds the process has used so far, and its parent's pid (/proc/<pid>/stat)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS, int(fields[1])
+
+
+def machine_cpu_seconds() -> tuple[float, float]:
+    """(busy, all) CPU seconds of every core since boot, from /proc/stat (idle and iowait are not busy)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(values) - values[3] - values[4]) / CLOCK_TICKS, sum(values) / CLOCK_TICKS
+
+
 class TreeRssSampler:
     """Every ``interval_s``: RSS and PSS of each process in a tree; keeps the peak single process, the
     peak RSS sum (pages shared by a fork counted in each process), the peak PSS sum (counted once), and
-    which processes made up the peak PSS sum."""
+    which processes made up the peak PSS sum. Also the CPU seconds each process used (as last sampled:
+    up to ``interval_s`` of a process that ended is missed), summed per command line, and the machine's
+    busy CPU seconds over the sampler's life: whether the cores were the limit, and who used them."""
 
     def __init__(self, root_pid: int, interval_s: float = 0.5) -> None:
         self.root_pid = root_pid
@@ -327,6 +348,9 @@ class TreeRssSampler:
         self.peak_pss_breakdown: list[tuple[int, str]] = []
         self.peak_pss_at = ""  # UTC time of the peak, to find the step that ran then in the run logs
         self.samples = 0
+        self._cpu: dict[int, tuple[float, str]] = {}  # pid -> (CPU seconds as last sampled, label)
+        self._machine_start = machine_cpu_seconds()
+        self._machine_end = self._machine_start
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -343,12 +367,24 @@ class TreeRssSampler:
                     self.peak_single, self.peak_single_cmd = biggest, cmdline(pid)
             if total > self.peak_sum:
                 self.peak_sum, self.peak_processes = total, len(sizes)
+            for pid in pids:
+                used = cpu_seconds_and_parent(pid)
+                if used is not None:
+                    label = self._cpu[pid][1] if pid in self._cpu else self._label(pid, used[1])
+                    self._cpu[pid] = (used[0], label)
+            self._machine_end = machine_cpu_seconds()
             pss_total = sum(pss.values())
             if pss_total > self.peak_pss_sum:
                 self.peak_pss_sum = pss_total
                 self.peak_pss_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
                 self.peak_pss_breakdown = sorted(((v, cmdline(p)[:90]) for p, v in pss.items()), reverse=True)
             self._stop.wait(self.interval_s)
+
+    @staticmethod
+    def _label(pid: int, parent: int) -> str:
+        command = cmdline(pid)[:90]
+        # A run worker forked from the warm run host keeps the host's command line.
+        return f"{command} [forked]" if command and command == cmdline(parent)[:90] else command
 
     def __enter__(self) -> TreeRssSampler:
         self._thread.start()
@@ -369,7 +405,20 @@ class TreeRssSampler:
             "peak_pss_at": self.peak_pss_at,
             "pss_mib_at_peak": [[round(v / mib), cmd] for v, cmd in self.peak_pss_breakdown],
             "samples": self.samples,
+            "cpu_seconds_by_command": self._cpu_by_command(),
+            "machine_cpu_busy_seconds": round(self._machine_end[0] - self._machine_start[0], 1),
+            "machine_cpu_utilisation": round(
+                (self._machine_end[0] - self._machine_start[0])
+                / max(self._machine_end[1] - self._machine_start[1], 1e-9),
+                3,
+            ),
         }
+
+    def _cpu_by_command(self) -> list[list[Any]]:
+        totals: collections.Counter[str] = collections.Counter()
+        for used, label in self._cpu.values():
+            totals[label] += used
+        return [[round(v, 1), label] for label, v in totals.most_common(12)]
 
 
 def emit(report: dict[str, Any], out: Path | None = None) -> None:
