@@ -135,8 +135,24 @@ def wait_ready(
     )
 
 
+def group_alive(pgid: int) -> bool:
+    """Whether a process of the group is still running (a zombie waiting to be reaped is not)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            return True
+    return False
+
+
 def stop_process(pid: int, timeout_s: float = 30.0) -> None:
-    """SIGTERM the process group, then SIGKILL what is left after ``timeout_s``; reap if it is our child."""
+    """SIGTERM the process group, then SIGKILL what is left after ``timeout_s``; reap if it is our child.
+
+    Returns once every process of the group is gone, not only its leader: a daemon's run worker that
+    outlives it by a second still holds the warehouse's lock (a test then reading DuckDB failed on it).
+    """
     for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(pid, sig)
@@ -146,7 +162,7 @@ def stop_process(pid: int, timeout_s: float = 30.0) -> None:
         while time.monotonic() < deadline:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
-            if not pid_alive(pid):
+            if not pid_alive(pid) and not group_alive(pid):
                 return
             time.sleep(0.1)
 
