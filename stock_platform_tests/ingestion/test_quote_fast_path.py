@@ -1,10 +1,13 @@
-"""decode_record's orjson fast path decides exactly as the json path: same records, same reasons.
+"""decode_record's orjson fast path decides exactly as the json path: same records, same reasons; and
+ingestion's check, accepts_message, never accepts a message that decode_message refuses.
 
 The fast path (stock_platform/quotes.py) only ever accepts; whatever it does not accept is decoded again
 by the json path, which alone gives reasons. So the property to hold is: where the fast path accepts,
-the json path accepts the same record (same fields, order, types and values). These tests compare the
-two on records written the producer's way and on every kind of near miss: number spellings around the
-bounds and past 64 bits, escapes, whitespace, duplicate, missing and extra fields, and raw byte edits.
+the json path accepts the same record (same fields, order, types and values). accepts_message (msgspec)
+is held to the same rule: where it says yes, decode_message accepts the message under that key. These
+tests compare them on records written the producer's way and on every kind of near miss: number
+spellings around the bounds and past 64 bits, escapes, whitespace, duplicate, missing and extra fields,
+and raw byte edits.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stock_platform import quotes
-from stock_platform.quotes import InvalidQuote, decode_message, decode_record, encode_record
+from stock_platform.quotes import InvalidQuote, accepts_message, decode_message, decode_record, encode_record
 from stock_platform_tests import test_quotes
 
 # The contract tests' record, with a ticker that has a '.' and a negative change.
@@ -41,7 +44,14 @@ def outcome(value: Any, *, fast: bool) -> tuple[str, Any]:
 
 
 def assert_same_decision(value: Any) -> None:
-    assert outcome(value, fast=True) == outcome(value, fast=False)
+    decided = outcome(value, fast=True)
+    assert decided == outcome(value, fast=False)
+    # accepts_message says yes only where decode_message accepts, under the record's own key or another.
+    symbol = decode_record(value)["symbol"] if decided[0] == "accepted" else None
+    for key in {None, b"BRK.B", b"AAPL", symbol.encode("utf-8", "replace") if symbol else None}:
+        if accepts_message(value, key):
+            assert decode_message(value, key)["symbol"].encode() == key
+            assert b"\n" not in value and b"\r" not in value, "the value is embedded as one line"
 
 
 # Number spellings: JSON's grammar and its near misses, values at the bounds written with more digits
@@ -160,6 +170,7 @@ def test_fast_and_json_paths_agree_on_the_producers_records(c, d, dp, seq):
     )
     assert_same_decision(value)
     assert outcome(value, fast=True)[0] == "accepted"
+    assert accepts_message(value, b"BRK.B"), "ingestion takes its fast check for the producer's records"
 
 
 @pytest.mark.parametrize(
