@@ -17,6 +17,10 @@ from stock_platform.settings import gold_snapshot_path
 pytestmark = pytest.mark.slow  # dbt builds in process (seconds each)
 
 
+# Yesterday (UTC): inside the minute partitions' moving window (it starts days before today) and past.
+YESTERDAY = dt.datetime.combine(dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1), dt.time(), dt.UTC)
+
+
 def rows(path: Path, sql: str) -> list[tuple]:
     with duckdb.connect(str(path), read_only=True) as conn:
         return sorted(conn.execute(sql).fetchall())
@@ -25,7 +29,7 @@ def rows(path: Path, sql: str) -> list[tuple]:
 def test_each_gold_build_publishes_a_snapshot_equal_to_the_gold_the_page_shows(tmp_path):
     warehouse = tmp_path / "warehouse.duckdb"
     # Two UTC days, so the snapshot must drop the earlier day's 1-minute candles.
-    end = dt.datetime(2026, 11, 30, 0, 20, tzinfo=dt.UTC)
+    end = YESTERDAY + dt.timedelta(minutes=20)
     feed = Feed(["AAPL", "MSFT", "QQQQ"], end - dt.timedelta(minutes=50), every_s=20)
     append_raw(warehouse, feed.next_minutes(50))
     materialize_gold(warehouse, feed.last_minute_key, views=True)
@@ -46,16 +50,16 @@ def test_each_gold_build_publishes_a_snapshot_equal_to_the_gold_the_page_shows(t
         assert rows(snapshot, f"select * from gold.{table}") == expected, table
     minute_days = rows(snapshot, "select distinct date_trunc('day', bucket_start) from gold.gold_candlestick "
                                  "where grain = 'minute'")  # fmt: skip
-    assert minute_days == [(dt.datetime(2026, 11, 30),)]
+    assert minute_days == [(YESTERDAY.replace(tzinfo=None),)]
     assert rows(
-        warehouse, "select count(*) from gold.gold_candlestick where bucket_start < '2026-11-30'"
+        warehouse, f"select count(*) from gold.gold_candlestick where bucket_start < '{YESTERDAY.date()}'"
     ) != [(0,)]
 
 
 def test_a_snapshot_that_cannot_be_published_leaves_the_build_successful(tmp_path):
     warehouse = tmp_path / "warehouse.duckdb"
     gold_snapshot_path(warehouse).mkdir()  # a folder where the file goes: the rename fails
-    feed = Feed(["AAPL"], dt.datetime(2026, 11, 30, 10, 0, tzinfo=dt.UTC), every_s=30)
+    feed = Feed(["AAPL"], YESTERDAY + dt.timedelta(hours=10), every_s=30)
     append_raw(warehouse, feed.next_minutes(2))
     from stock_platform.transform.definitions import dbt_model_assets
 
