@@ -13,12 +13,9 @@ import pytest
 from stock_platform.dashboard.gold_reader import GOLD_TABLES, candle_filters
 from stock_platform.services.gold_seed import Feed, append_raw, dbt_env, materialize_gold
 from stock_platform.settings import gold_snapshot_path
+from stock_platform_tests.recent import YESTERDAY
 
 pytestmark = pytest.mark.slow  # dbt builds in process (seconds each)
-
-
-# Yesterday (UTC): inside the minute partitions' moving window (it starts days before today) and past.
-YESTERDAY = dt.datetime.combine(dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1), dt.time(), dt.UTC)
 
 
 def rows(path: Path, sql: str) -> list[tuple]:

@@ -8,6 +8,7 @@ test_dbt_models.py (31 checks, a warning with its failed row count).
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -16,13 +17,15 @@ import dagster as dg
 import duckdb
 import pytest
 
+from stock_platform.partitions import minute_key
 from stock_platform.transform import dbt_runner
 from stock_platform.transform.definitions import dbt_model_assets
 from stock_platform.transform.project import DBT_PROJECT_DIR
+from stock_platform_tests.recent import YESTERDAY
 
 pytestmark = pytest.mark.slow  # dbt parses the project (seconds)
 
-MINUTE = "2026-11-30-10:00"
+MINUTE = minute_key(YESTERDAY + dt.timedelta(hours=10))
 
 
 def test_a_failing_build_fails_the_step_naming_the_model_and_frees_the_warehouse(tmp_path, monkeypatch):
