@@ -18,7 +18,8 @@ import json
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -34,6 +35,17 @@ from stock_platform.resources.kafka_reader import OffsetRange, ReadStalled, read
 
 __all__ = ["KafkaResource", "MinuteBatch", "OffsetRange", "PartitionLag", "TopicMisconfigured"]
 
+# A catch-up run looks up one timestamp per minute boundary (241 for 240 minutes). The broker answers a
+# connection's requests one at a time, ~7 ms each for 6 partitions here, so they are spread over a few
+# connections: 241 lookups took 1.7 s on one connection, 1.0 s on two and 0.9 s on four.
+LOOKUP_CONNECTIONS = 4
+# Consumers that read one record per partition (the lag sensor's look at the first pending record, every
+# tick): by default librdkafka fills its local queue up to 100,000 messages per partition as soon as a
+# partition is assigned, one fetch of up to 1 MB per partition whatever is consumed. With 1 it stops
+# after the first fetch: 0.11 s of CPU per look instead of 0.18 s on 1 MB LZ4 batches, and the code
+# server spent ~8 s of a 24 h catch-up in these looks (docs/benchmarks.md). Smaller fetch sizes
+# (max.partition.fetch.bytes, queued.max.messages.kbytes) left partitions unread within the timeout here.
+PEEK_TUNING = {"queued.min.messages": 1}
 # librdkafka's "no offset" sentinels: offsets_for_times answers OFFSET_END (-1) when no record is at
 # or after the timestamp; committed() answers OFFSET_INVALID (-1001) for a partition never committed.
 OFFSET_END = -1
@@ -298,6 +310,25 @@ class KafkaResource(dg.ConfigurableResource):
             offsets[tp.partition] = tp.offset
         return offsets
 
+    def _offsets_at_each(
+        self, consumer: Consumer, partitions: list[int], timestamps: Sequence[int]
+    ) -> dict[int, dict[int, int]]:
+        """``_offsets_at`` for each timestamp; many of them over LOOKUP_CONNECTIONS connections at once."""
+        if len(timestamps) < LOOKUP_CONNECTIONS * 4:
+            return {at: self._offsets_at(consumer, partitions, at) for at in timestamps}
+        with ExitStack() as stack:
+            consumers = [consumer] + [
+                stack.enter_context(self.consumer()) for _ in range(LOOKUP_CONNECTIONS - 1)
+            ]
+            shares = [timestamps[i :: len(consumers)] for i in range(len(consumers))]
+            with ThreadPoolExecutor(len(consumers)) as pool:
+                answers = pool.map(
+                    lambda c, share: {at: self._offsets_at(c, partitions, at) for at in share},
+                    consumers,
+                    shares,
+                )
+                return {at: offsets for answer in answers for at, offsets in answer.items()}
+
     def require_append_time(self) -> None:
         """Raise TopicMisconfigured (naming the fix) unless the topic stamps records with append time.
 
@@ -365,11 +396,8 @@ class KafkaResource(dg.ConfigurableResource):
         partitions = self.partitions(consumer)
         # Read before the timestamp lookups (offset_ranges says why).
         watermarks = self._watermarks(consumer, partitions)
-        offsets_at: dict[int, dict[int, int]] = {}
-        for _, start_ms, end_ms in windows:
-            for at in (start_ms, end_ms):
-                if at not in offsets_at:
-                    offsets_at[at] = self._offsets_at(consumer, partitions, at)
+        boundaries = sorted({at for _, start_ms, end_ms in windows for at in (start_ms, end_ms)})
+        offsets_at = self._offsets_at_each(consumer, partitions, boundaries)
         return [
             self._minute_batch_from(
                 key, now_ms, end_ms, partitions, watermarks, offsets_at[start_ms], offsets_at[end_ms],
@@ -521,7 +549,7 @@ class KafkaResource(dg.ConfigurableResource):
     def snapshot(self, now_ms: int, recent_ms: int) -> TopicSnapshot:
         """What the lag sensor needs from one tick, read with one consumer (a handful of requests)."""
         minute_start = now_ms - now_ms % 60_000
-        with self.consumer() as consumer:
+        with self.consumer(**PEEK_TUNING) as consumer:
             partitions = self.partitions(consumer)
             lags = self._lags(consumer, partitions)
             pending = self._first_pending(consumer, lags)
@@ -546,13 +574,14 @@ class KafkaResource(dg.ConfigurableResource):
 
     def next_record_ms(self, at_or_after_ms: int) -> int | None:
         """Kafka timestamp of the earliest record at or after ``at_or_after_ms`` on any partition."""
-        with self.consumer() as consumer:
+        with self.consumer(**PEEK_TUNING) as consumer:
             offsets = self._offsets_at(consumer, self.partitions(consumer), at_or_after_ms)
             found = self._first_timestamps(consumer, {p: o for p, o in offsets.items() if o >= 0})
         return min(found.values()) if found else None
 
     def _first_timestamps(self, consumer: Consumer, positions: Mapping[int, int]) -> dict[int, int]:
-        """Timestamp of the record at each partition's position (one message read per partition)."""
+        """Timestamp of the record at each partition's position (one message read per partition; give
+        the consumer PEEK_TUNING, or it prefetches thousands)."""
         if not positions:
             return {}
         found: dict[int, int] = {}
@@ -573,7 +602,7 @@ class KafkaResource(dg.ConfigurableResource):
 
         The oldest of these is the first minute the lag sensor still has to run.
         """
-        with self.consumer() as consumer:
+        with self.consumer(**PEEK_TUNING) as consumer:
             return self._first_pending(consumer, self._lags(consumer, self.partitions(consumer)))
 
 

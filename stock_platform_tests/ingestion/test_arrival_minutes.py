@@ -196,3 +196,41 @@ def test_the_windows_first_minute_reads_from_the_group_position_not_before_it(ka
         )
         assert kafka.minute_batch(key, consumer=consumer).ranges_text() == "0:3-5"
     assert dt.datetime.now(dt.UTC) > minute_window(key)[1]
+
+
+def test_a_long_runs_minutes_get_the_offsets_their_records_timestamps_give(kafka_broker, new_topic):
+    """A catch-up run's minute boundaries are looked up over several connections at once
+    (resources/kafka.py, LOOKUP_CONNECTIONS): every minute's range is still the one its records'
+    timestamps give, with empty minutes, a partition quiet for a stretch, and records on a boundary."""
+    bootstrap = kafka_broker.bootstrap_servers
+    topic = new_topic(3)
+    minutes = 45
+    first_ms = (int(time.time() * 1000) // MINUTE_MS - minutes - 5) * MINUTE_MS
+    stamps: dict[int, list[int]] = {0: [], 1: [], 2: []}
+    messages = []
+    for i in range(900):
+        partition, at = i % 3, first_ms + (i * 7919) % (minutes * MINUTE_MS)
+        if i % 40 == 0:
+            at -= (at - first_ms) % MINUTE_MS  # on a minute's first millisecond
+        minute = (at - first_ms) // MINUTE_MS
+        if (partition == 2 and 10 <= minute < 25) or 30 <= minute < 33:
+            continue  # partition 2 quiet for 15 minutes; three minutes without any record
+        messages.append((partition, at, encode_record(quote(i, at))))
+    messages.sort(key=lambda m: m[1])  # appended in time order, as on a LogAppendTime topic
+    for partition, at, _ in messages:
+        stamps[partition].append(at)
+    produce(bootstrap, topic, messages)
+    kafka = KafkaResource(bootstrap_servers=bootstrap, topic=topic, require_log_append_time=False)
+    keys = [minute_key_from_ms(first_ms + m * MINUTE_MS) for m in range(minutes)]
+
+    batches = kafka.minute_batches(keys)
+
+    def first_at_or_after(partition: int, at: int) -> int:
+        return next((o for o, t in enumerate(stamps[partition]) if t >= at), len(stamps[partition]))
+
+    for key, batch in zip(keys, batches, strict=True):
+        start_ms, end_ms = minute_window_ms(key)
+        expected = {p: (first_at_or_after(p, start_ms), first_at_or_after(p, end_ms)) for p in stamps}
+        assert {r.partition: (r.start, r.end) for r in batch.ranges} == expected, key
+    assert sum(b.record_count for b in batches) == len(messages)
+    assert [b.record_count for b in batches[30:33]] == [0, 0, 0]

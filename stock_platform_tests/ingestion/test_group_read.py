@@ -149,9 +149,13 @@ def test_read_groups_keep_the_minutes_order_and_bound_each_pass(sizes: list[int]
 
 
 @given(
-    appends=st.lists(st.tuples(st.integers(0, 2), st.integers(0, 5 * 60_000)), max_size=60),
+    appends=st.lists(
+        st.tuples(st.integers(0, 2), st.integers(0, 5 * 60_000) | st.integers(0, 30 * 60_000)), max_size=90
+    ),
     first=st.integers(0, 4),
-    span=st.integers(1, 5),
+    # A few minutes, and runs long enough for their boundaries to be looked up over several connections
+    # at once (resources/kafka.py, LOOKUP_CONNECTIONS).
+    span=st.integers(1, 5) | st.integers(16, 26),
     # Mostly closed minutes (by grace from 10 s), some within the grace or still open.
     now_after_ms=st.integers(10_000, 30_000) | st.integers(-5_000, 10_000),
     deleted=st.sampled_from([0, 0, 0, 1, 3]),
