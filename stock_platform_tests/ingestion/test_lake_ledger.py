@@ -5,6 +5,7 @@ listing the lake (local folder and S3), and the DuckDB raw table keyed by (topic
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import time
 import uuid
@@ -218,6 +219,19 @@ def test_duckdb_load_of_one_topic_never_touches_another_topics_minute(tmp_path: 
         "loaded_at",
         "topic",
     ]
+
+
+def test_duckdb_identity_columns_are_the_envelopes_own_fields(tmp_path: Path):
+    db = tmp_path / "w.duckdb"
+    rows = envelopes("a", KEY, 9, offset_start=1001)  # partition i % 2, offset 1001 + i
+    rows[4]["kafka_offset"] = 2**40  # past 32 bits
+    path = gzip_file(tmp_path, rows)
+    DuckDBWarehouse(path=str(db)).load_minutes("a", [MinuteFile(KEY, raw_object_key("a", KEY), path)])
+    loaded = _table(db, f"select kafka_partition, kafka_offset, v->>'quote' from {DUCKDB_TABLE} order by 2")
+    expected = sorted(
+        ((r["kafka_partition"], r["kafka_offset"], r["quote"]) for r in rows), key=lambda e: e[1]
+    )
+    assert [(p, o, json.loads(q)) for p, o, q in loaded] == expected
 
 
 def test_the_ledger_counts_an_empty_minute_as_loaded_and_answers_windows(tmp_path: Path):
