@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import dagster as dg
 import duckdb
 import pytest
-from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Consumer, TopicPartition
+from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Consumer, Producer, TopicPartition
 
 from stock_platform.ingestion import assets
 from stock_platform.orchestration import sensors
@@ -234,3 +234,31 @@ def test_a_long_runs_minutes_get_the_offsets_their_records_timestamps_give(kafka
         assert {r.partition: (r.start, r.end) for r in batch.ranges} == expected, key
     assert sum(b.record_count for b in batches) == len(messages)
     assert [b.record_count for b in batches[30:33]] == [0, 0, 0]
+
+
+def test_the_first_pending_records_are_found_on_every_partition_from_large_batches(kafka_broker, new_topic):
+    """The lag sensor's look at the first record not yet ingested (one fetch per partition,
+    resources/kafka.py PEEK_TUNING) answers every partition with lag, from the group's committed offset
+    or the start of the log, when the records sit in large producer batches."""
+    bootstrap = kafka_broker.bootstrap_servers
+    topic = new_topic(6)
+    first_ms = (int(time.time() * 1000) // MINUTE_MS - 30) * MINUTE_MS
+    stamps: dict[int, list[int]] = {p: [] for p in range(6)}
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 200, "batch.size": 1_000_000})
+    for i in range(12_000):
+        partition, at = i % 6, first_ms + i * 10
+        stamps[partition].append(at)
+        producer.produce(topic, encode_record(quote(i, at)), key=b"AAPL", partition=partition, timestamp=at)
+        producer.poll(0)
+    assert producer.flush(30) == 0
+    kafka = KafkaResource(bootstrap_servers=bootstrap, topic=topic, require_log_append_time=False)
+    committed = {0: 0, 1: 1, 2: 999, 3: 1_500, 4: 1_999}  # partition 4: one record left; 5: never committed
+    group = Consumer({"bootstrap.servers": bootstrap, "group.id": kafka.ingest_group})
+    group.commit(offsets=[TopicPartition(topic, p, o) for p, o in committed.items()], asynchronous=False)
+    group.close()
+
+    expected = {p: stamps[p][committed.get(p, 0)] for p in range(6)}
+    assert kafka.first_pending_timestamps() == expected
+    snapshot = kafka.snapshot(now_ms=int(time.time() * 1000), recent_ms=60_000)
+    assert snapshot.first_pending_ms == min(expected.values())
+    assert kafka.next_record_ms(first_ms + 1_234) == first_ms + 1_240
