@@ -39,12 +39,13 @@ __all__ = ["KafkaResource", "MinuteBatch", "OffsetRange", "PartitionLag", "Topic
 # connection's requests one at a time, ~7 ms each for 6 partitions here, so they are spread over a few
 # connections: 241 lookups took 1.7 s on one connection, 1.0 s on two and 0.9 s on four.
 LOOKUP_CONNECTIONS = 4
-# Consumers that read one record per partition (the lag sensor's look at the first pending record, every
-# tick): by default librdkafka fills its local queue up to 100,000 messages per partition as soon as a
-# partition is assigned, one fetch of up to 1 MB per partition whatever is consumed. With 1 it stops
-# after the first fetch: 0.11 s of CPU per look instead of 0.18 s on 1 MB LZ4 batches, and the code
-# server spent ~8 s of a 24 h catch-up in these looks (docs/benchmarks.md). Smaller fetch sizes
-# (max.partition.fetch.bytes, queued.max.messages.kbytes) left partitions unread within the timeout here.
+# The resource's own consumers, which read one record per partition at most (the lag sensor's look at the
+# first pending record, every tick): by default librdkafka fills its local queue up to 100,000 messages
+# per partition as soon as a partition is assigned, one fetch of up to 1 MB per partition whatever is
+# consumed. With 1 it stops after the first fetch: 0.11 s of CPU per look instead of 0.18 s on 1 MB LZ4
+# batches, and the code server spent ~8 s of a 24 h catch-up in these looks (docs/benchmarks.md). Smaller
+# fetch sizes (max.partition.fetch.bytes, queued.max.messages.kbytes) left partitions unread within the
+# timeout here. Range reads do not use it: they build their consumers from consumer_config().
 PEEK_TUNING = {"queued.min.messages": 1}
 # librdkafka's "no offset" sentinels: offsets_for_times answers OFFSET_END (-1) when no record is at
 # or after the timestamp; committed() answers OFFSET_INVALID (-1001) for a partition never committed.
@@ -254,7 +255,7 @@ class KafkaResource(dg.ConfigurableResource):
     )
 
     def _consumer(self, **overrides: Any) -> Consumer:
-        return Consumer({**self.consumer_config(), **overrides})
+        return Consumer({**self.consumer_config(), **PEEK_TUNING, **overrides})
 
     @contextmanager
     def consumer(self, **overrides: Any) -> Iterator[Consumer]:
@@ -549,7 +550,7 @@ class KafkaResource(dg.ConfigurableResource):
     def snapshot(self, now_ms: int, recent_ms: int) -> TopicSnapshot:
         """What the lag sensor needs from one tick, read with one consumer (a handful of requests)."""
         minute_start = now_ms - now_ms % 60_000
-        with self.consumer(**PEEK_TUNING) as consumer:
+        with self.consumer() as consumer:
             partitions = self.partitions(consumer)
             lags = self._lags(consumer, partitions)
             pending = self._first_pending(consumer, lags)
@@ -574,14 +575,13 @@ class KafkaResource(dg.ConfigurableResource):
 
     def next_record_ms(self, at_or_after_ms: int) -> int | None:
         """Kafka timestamp of the earliest record at or after ``at_or_after_ms`` on any partition."""
-        with self.consumer(**PEEK_TUNING) as consumer:
+        with self.consumer() as consumer:
             offsets = self._offsets_at(consumer, self.partitions(consumer), at_or_after_ms)
             found = self._first_timestamps(consumer, {p: o for p, o in offsets.items() if o >= 0})
         return min(found.values()) if found else None
 
     def _first_timestamps(self, consumer: Consumer, positions: Mapping[int, int]) -> dict[int, int]:
-        """Timestamp of the record at each partition's position (one message read per partition; give
-        the consumer PEEK_TUNING, or it prefetches thousands)."""
+        """Timestamp of the record at each partition's position (one message read per partition)."""
         if not positions:
             return {}
         found: dict[int, int] = {}
@@ -602,7 +602,7 @@ class KafkaResource(dg.ConfigurableResource):
 
         The oldest of these is the first minute the lag sensor still has to run.
         """
-        with self.consumer(**PEEK_TUNING) as consumer:
+        with self.consumer() as consumer:
             return self._first_pending(consumer, self._lags(consumer, self.partitions(consumer)))
 
 
