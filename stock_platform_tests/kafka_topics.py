@@ -13,12 +13,25 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, Protocol, TypeVar
 
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from stock_platform.kafka_topic import QUOTE_TOPIC_CONFIG
 
 # Keyword arguments of a KafkaResource reading a CreateTime topic whose records a test placed in the past.
 PAST_MINUTES = {"require_log_append_time": False}
+
+
+def ordered_producer(bootstrap: str, **config: Any) -> Producer:
+    """A producer whose records land in each partition in the order they were produced.
+
+    Tests derive offsets and minute ranges from that order (by_offset below). A plain producer keeps
+    several requests in flight and retries a failed one after its successors were appended: a fresh
+    topic's first request sometimes fails while leadership settles, and its records then landed after
+    later ones (CI's flake of test_arrival_minutes, stop 28: about one run in a hundred). One request in
+    flight keeps the order; idempotence would too, at ~0.5 s more per producer here.
+    """
+    return Producer({"bootstrap.servers": bootstrap, "max.in.flight.requests.per.connection": 1, **config})
 
 
 def create_topic(

@@ -7,8 +7,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Producer
-
 from stock_platform.ingestion.assets import (
     kafka_quote_batch,
     raw_quote_object,
@@ -20,7 +18,7 @@ from stock_platform.quotes import encode_record
 from stock_platform.resources.kafka import KafkaResource
 from stock_platform.resources.object_store import LocalObjectStore
 from stock_platform.resources.warehouse import DuckDBWarehouse
-from stock_platform_tests.kafka_topics import PAST_MINUTES, record_key
+from stock_platform_tests.kafka_topics import PAST_MINUTES, ordered_producer, record_key
 
 ASSETS = [stock_quotes_topic, kafka_quote_batch, raw_quote_object, raw_quote_table]
 
@@ -65,7 +63,7 @@ def closed_minute(minutes_ago: int = 30) -> str:
 def produce(bootstrap: str, topic: str, messages: Iterable[tuple[Any, ...]]) -> None:
     """Produce (kafka_partition, timestamp_ms, value[, key]) messages, keyed by the record's symbol unless
     a key is given; waits for delivery."""
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    producer = ordered_producer(bootstrap, **{"linger.ms": 5})
     failures: list[str] = []
 
     def report(err, _msg) -> None:

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import dagster as dg
 import duckdb
 import pytest
-from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Consumer, Producer, TopicPartition
+from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Consumer, TopicPartition
 
 from stock_platform.ingestion import assets
 from stock_platform.orchestration import sensors
@@ -31,6 +31,7 @@ from stock_platform_tests.ingestion.ingest_helpers import (
     quote,
     valid_messages,
 )
+from stock_platform_tests.kafka_topics import ordered_producer
 
 pytestmark = pytest.mark.integration
 
@@ -244,7 +245,7 @@ def test_the_first_pending_records_are_found_on_every_partition_from_large_batch
     topic = new_topic(6)
     first_ms = (int(time.time() * 1000) // MINUTE_MS - 30) * MINUTE_MS
     stamps: dict[int, list[int]] = {p: [] for p in range(6)}
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 200, "batch.size": 1_000_000})
+    producer = ordered_producer(bootstrap, **{"linger.ms": 200, "batch.size": 1_000_000})
     for i in range(12_000):
         partition, at = i % 6, first_ms + i * 10
         stamps[partition].append(at)

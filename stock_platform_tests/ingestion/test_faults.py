@@ -26,7 +26,6 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
-from confluent_kafka import Producer
 
 from stock_platform.ingestion.assets import (
     kafka_quote_batch,
@@ -136,7 +135,7 @@ def create_topic(bootstrap: str, partitions: int = 2) -> str:
 
 def produce_many(bootstrap: str, topic: str, messages: Iterable[tuple[int, int, bytes]]) -> None:
     """Like ingest_helpers.produce, for more messages than the producer's queue holds at once."""
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "compression.type": "lz4"})
+    producer = kafka_topics.ordered_producer(bootstrap, **{"linger.ms": 20, "compression.type": "lz4"})
     for partition, timestamp_ms, value in messages:
         while True:
             try:
