@@ -7,6 +7,7 @@ minutes and a Snowflake cadence of N minutes per load use the same code as the p
 import datetime as dt
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from stock_platform.ingestion.minute_object import (
     write_minute_files,
     write_minute_files_parallel,
     write_minute_group,
+    write_minute_group_in_worker,
 )
 from stock_platform.object_keys import (
     batch_manifest_key,
@@ -38,7 +40,7 @@ from stock_platform.resources.kafka import (
     RecordsDeleted,
     TopicMisconfigured,
 )
-from stock_platform.resources.kafka_reader import OffsetRange, split_ranges
+from stock_platform.resources.kafka_reader import OffsetRange, ReadStalled, split_ranges
 from stock_platform.resources.object_store import ObjectNotFound, ObjectStore, ObjectStoreUnavailable
 from stock_platform.resources.warehouse import MinuteFile, Warehouse
 
@@ -281,10 +283,14 @@ def group_ranges(batches: list[MinuteBatch]) -> tuple[OffsetRange, ...]:
     return tuple(OffsetRange(p, start, end) for p, (start, end) in sorted(spans.items()))
 
 
+Built = list[tuple[MinuteBatch, MinuteObjectStats, Path, Path]]  # a group's minutes: stats, staging files
+
+
 def _write_group(
-    kafka: KafkaResource, batches: list[MinuteBatch], staging_dir: Path
-) -> list[tuple[MinuteBatch, MinuteObjectStats, Path, Path]]:
-    """Build the files of a group of minutes (read_groups): each minute's stats and staging paths."""
+    kafka: KafkaResource, batches: list[MinuteBatch], staging_dir: Path, in_worker: bool
+) -> Built:
+    """Build the files of a group of minutes (read_groups): each minute's stats and staging paths; a
+    group of several minutes in a read worker process if ``in_worker``."""
     paths = [staging_paths(staging_dir) for _ in batches]
     if len(batches) == 1:
         batch, (raw_path, dead_path) = batches[0], paths[0]
@@ -302,8 +308,60 @@ def _write_group(
         )
         for batch, (raw_path, dead_path) in zip(batches, paths, strict=True)
     ]
-    all_stats = write_minute_group(kafka.read(group_ranges(batches)), targets, topic=kafka.topic)
+    if in_worker:
+        try:
+            all_stats = write_minute_group_in_worker(
+                targets,
+                ranges=[(r.partition, r.start, r.end) for r in group_ranges(batches)],
+                consumer_config=kafka.consumer_config(),
+                batch_size=kafka.read_batch_size,
+                stall_timeout=kafka.timeout_seconds,
+                topic=kafka.topic,
+            )
+        except ReadStalled as exc:
+            raise KafkaUnavailable(str(exc)) from exc
+    else:
+        all_stats = write_minute_group(kafka.read(group_ranges(batches)), targets, topic=kafka.topic)
     return [(b, st, raw, dead) for b, st, (raw, dead) in zip(batches, all_stats, paths, strict=True)]
+
+
+def _discard(built: Built) -> None:
+    """Remove a group's staging files: put_file consumes a published file, so any left are garbage."""
+    for _, _, raw_path, dead_path in built:
+        raw_path.unlink(missing_ok=True)
+        dead_path.unlink(missing_ok=True)
+
+
+@contextmanager
+def _groups_built(
+    kafka: KafkaResource, groups: list[list[MinuteBatch]], staging_dir: Path
+) -> Iterator[Iterator[Built]]:
+    """Each group's files, in the groups' order, built up to ``kafka.read_workers`` groups at a time.
+
+    A catch-up run's groups of several minutes are built in read worker processes, so both cores
+    validate and encode records while this process publishes the groups already built (one group, or
+    read_workers = 1: one at a time, in this process). Whatever is left when the caller stops early (a
+    failed group or publish) is waited for and its files removed.
+    """
+    in_worker = kafka.read_workers > 1 and len(groups) > 1
+    handed: list[Future[Built]] = []
+    with ThreadPoolExecutor(max(1, min(kafka.read_workers, len(groups))), "build-group") as pool:
+        pending = [pool.submit(_write_group, kafka, group, staging_dir, in_worker) for group in groups]
+
+        def in_order() -> Iterator[Built]:
+            for future in pending:
+                handed.append(future)
+                try:
+                    yield future.result()
+                except KafkaUnavailable as exc:
+                    raise dg.Failure(description=str(exc)) from exc
+
+        try:
+            yield in_order()
+        finally:
+            for future in pending:
+                if future not in handed and not future.cancel() and future.exception() is None:
+                    _discard(future.result())
 
 
 def load_batch(object_store: ObjectStore, topic: str, partition_key: str) -> MinuteBatch:
@@ -370,43 +428,38 @@ def raw_quote_object(
     low = high = None
     keys = []
     batches = [load_batch(object_store, kafka.topic, key) for key in context.partition_keys]
-    for group in read_groups(batches, kafka.parallel_read_threshold):
-        try:
-            built = _write_group(kafka, group, object_store.staging_dir())
-        except KafkaUnavailable as exc:
-            raise dg.Failure(description=str(exc)) from exc
-        try:
-            for batch, stats, raw_path, dead_path in built:
-                key = batch.partition_key
-                object_key = raw_object_key(kafka.topic, key)
-                published = time.perf_counter()
-                size = _publish_minute(object_store, kafka.topic, batch, stats, raw_path, dead_path)
-                totals["publish_s"] += time.perf_counter() - published
-                totals["rows"] += stats.rows
-                totals["dead"] += stats.dead_lettered
-                totals["bytes"] += size
-                totals["read_s"] += stats.read_seconds
-                for reason, n in stats.reasons.items():
-                    reasons[reason] = reasons.get(reason, 0) + n
-                if stats.min_timestamp_ms is not None:
-                    low = stats.min_timestamp_ms if low is None else min(low, stats.min_timestamp_ms)
-                    high = stats.max_timestamp_ms if high is None else max(high, stats.max_timestamp_ms)  # type: ignore[type-var]
-                minutes[key] = {
-                    "rows": stats.rows,
-                    "dead_lettered": stats.dead_lettered,
-                    "bytes": size,
-                    "offsets": {str(r.partition): [r.start, r.end] for r in batch.ranges},
-                }
-                keys.append(object_key)
-                if len(batches) <= PER_MINUTE_METADATA_LIMIT:
-                    context.log.info(
-                        f"minute {key}: {stats.rows} rows, {stats.dead_lettered} dead-lettered -> {object_key}"
-                    )
-        finally:
-            # put_file consumes a published file; any left (a failed publish) is garbage.
-            for _, _, raw_path, dead_path in built:
-                raw_path.unlink(missing_ok=True)
-                dead_path.unlink(missing_ok=True)
+    groups = read_groups(batches, kafka.parallel_read_threshold)
+    with _groups_built(kafka, groups, object_store.staging_dir()) as built_groups:
+        for built in built_groups:
+            try:
+                for batch, stats, raw_path, dead_path in built:
+                    key = batch.partition_key
+                    object_key = raw_object_key(kafka.topic, key)
+                    published = time.perf_counter()
+                    size = _publish_minute(object_store, kafka.topic, batch, stats, raw_path, dead_path)
+                    totals["publish_s"] += time.perf_counter() - published
+                    totals["rows"] += stats.rows
+                    totals["dead"] += stats.dead_lettered
+                    totals["bytes"] += size
+                    totals["read_s"] += stats.read_seconds
+                    for reason, n in stats.reasons.items():
+                        reasons[reason] = reasons.get(reason, 0) + n
+                    if stats.min_timestamp_ms is not None:
+                        low = stats.min_timestamp_ms if low is None else min(low, stats.min_timestamp_ms)
+                        high = stats.max_timestamp_ms if high is None else max(high, stats.max_timestamp_ms)  # type: ignore[type-var]
+                    minutes[key] = {
+                        "rows": stats.rows,
+                        "dead_lettered": stats.dead_lettered,
+                        "bytes": size,
+                        "offsets": {str(r.partition): [r.start, r.end] for r in batch.ranges},
+                    }
+                    keys.append(object_key)
+                    if len(batches) <= PER_MINUTE_METADATA_LIMIT:
+                        context.log.info(
+                            f"minute {key}: {stats.rows} rows, {stats.dead_lettered} dead-lettered -> {object_key}"
+                        )
+            finally:
+                _discard(built)
     if len(batches) > PER_MINUTE_METADATA_LIMIT:
         context.log.info(
             f"minutes {batches[0].partition_key} to {batches[-1].partition_key}: {totals['rows']} rows, "

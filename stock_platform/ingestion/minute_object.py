@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from stock_platform.quotes import InvalidQuote, accepts_message, decode_message, encode_record
+from stock_platform.resources.kafka_reader import ReadStalled
 
 # Level 1 compresses quote JSON about 10x at ~1 GB/s on one core here; level 6 gains little more and
 # costs 2-3x the CPU, which matters for a minute of 1,000,000 quotes.
@@ -141,6 +142,8 @@ class MinuteObjectStats:
                     p: [s.first_offset, s.last_offset, s.records] for p, s in self.partitions.items()
                 },
                 "reasons": dict(self.reasons),
+                "raw_bytes": self.raw_bytes,
+                "read_seconds": self.read_seconds,
             }
         ).encode()
 
@@ -162,6 +165,8 @@ class MinuteObjectStats:
                 span.last_offset = max(span.last_offset, last)
                 span.records += records
         self.reasons.update(other["reasons"])
+        self.raw_bytes += other["raw_bytes"]
+        self.read_seconds += other["read_seconds"]
 
 
 def envelope_prefix(minute_iso: str, topic: str) -> bytes:
@@ -373,6 +378,60 @@ def write_minute_group(
                 minute_files.abort()
         raise
     return [e.stats for e in encoders]
+
+
+# A read worker's exit status when its read stalled (kafka_reader.ReadStalled): the broker, not the code.
+READ_STALLED_EXIT = 3
+
+
+def write_minute_group_in_worker(
+    targets: Sequence[MinuteTarget],
+    *,
+    ranges: Sequence[tuple[int, int, int]],
+    consumer_config: dict,
+    batch_size: int,
+    stall_timeout: float,
+    topic: str,
+) -> list[MinuteObjectStats]:
+    """write_minute_group in a read worker process that reads ``ranges`` (partition, start, end) itself.
+
+    Validating and encoding records is single-threaded Python: a catch-up run builds two groups at once
+    this way, one per core, while the run's process publishes the groups already built.
+    """
+    spec = {
+        "consumer": consumer_config,
+        "topic": topic,
+        "ranges": [list(r) for r in ranges],
+        "batch_size": batch_size,
+        "stall_timeout": stall_timeout,
+        "targets": [
+            {
+                "minute_iso": t.minute_iso,
+                "object_key": t.object_key,
+                "ranges": [list(r) for r in t.ranges],
+                "raw_path": str(t.raw_path),
+                "dead_letter_path": str(t.dead_letter_path),
+            }
+            for t in targets
+        ],
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "stock_platform.ingestion.read_worker"],
+        input=json.dumps(spec).encode(),
+        capture_output=True,
+        check=False,
+    )
+    error = done.stderr.decode("utf-8", "replace")[-2000:]
+    if done.returncode == READ_STALLED_EXIT:
+        raise ReadStalled(error.strip().splitlines()[-1] if error.strip() else "a read worker's read stalled")
+    if done.returncode != 0:
+        raise RuntimeError(f"a read worker failed (exit status {done.returncode}): {error}")
+    all_stats = []
+    for part in json.loads(done.stdout):
+        stats = MinuteObjectStats()
+        stats.merge_json(json.dumps(part).encode())
+        all_stats.append(stats)
+    return all_stats
 
 
 def write_minute_files_parallel(

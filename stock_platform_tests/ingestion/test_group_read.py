@@ -9,16 +9,33 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import time
 from pathlib import Path
 
+import dagster as dg
+import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from stock_platform.ingestion import assets
 from stock_platform.ingestion.assets import GROUP_READ_RECORDS, group_ranges, read_groups
-from stock_platform.ingestion.minute_object import MinuteTarget, write_minute_files, write_minute_group
+from stock_platform.ingestion.minute_object import (
+    MinuteObjectStats,
+    MinuteTarget,
+    staging_paths,
+    write_minute_files,
+    write_minute_group,
+)
 from stock_platform.partitions import minute_key, minute_window_ms
 from stock_platform.quotes import encode_record
-from stock_platform.resources.kafka import MinuteBatch, MinuteNotClosed, OffsetRange, RecordsDeleted
+from stock_platform.resources.kafka import (
+    KafkaResource,
+    KafkaUnavailable,
+    MinuteBatch,
+    MinuteNotClosed,
+    OffsetRange,
+    RecordsDeleted,
+)
 from stock_platform_tests.fake_kafka import FakeCluster, FakeMessage
 from stock_platform_tests.ingestion.ingest_helpers import quote
 
@@ -221,3 +238,47 @@ def test_minute_batches_answer_as_each_minute_asked_alone(
         return
     assert not refusals
     assert together == expected
+
+
+@given(
+    groups=st.integers(1, 8),
+    failing=st.none() | st.integers(0, 7),
+    workers=st.integers(1, 3),
+    delays=st.lists(st.sampled_from([0.0, 0.001, 0.005]), min_size=8, max_size=8),
+)
+@settings(max_examples=60, deadline=None)
+def test_groups_are_handed_out_in_order_and_nothing_is_left_when_one_fails(
+    groups, failing, workers, delays, tmp_path_factory
+) -> None:
+    """assets._groups_built builds up to read_workers groups at once: the caller gets them in the groups'
+    order; a group whose read fails stops the step as Kafka's failures do (dg.Failure), and every staging
+    file of the groups built beside it is removed."""
+    folder = tmp_path_factory.mktemp("staging")
+    batches = [[MinuteBatch(TOPIC, f"k{g}", (OffsetRange(0, g, g + 1),), "records")] for g in range(groups)]
+
+    def write_group(_kafka, group, staging_dir, _in_worker):
+        index = int(group[0].partition_key[1:])
+        time.sleep(delays[index])
+        if index == failing:
+            raise KafkaUnavailable(f"group {index} could not be read")
+        raw, dead = staging_paths(staging_dir)
+        raw.write_bytes(b"r")
+        dead.write_bytes(b"d")
+        return [(group[0], MinuteObjectStats(), raw, dead)]
+
+    kafka = KafkaResource(topic=TOPIC, read_workers=workers)
+    handed = []
+    failed = failing is not None and failing < groups
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(assets, "_write_group", write_group)
+        try:
+            with assets._groups_built(kafka, batches, folder) as built_groups:
+                for built in built_groups:
+                    handed.append(built[0][0].partition_key)
+                    assets._discard(built)
+        except dg.Failure as exc:
+            assert failed and exc.description == f"group {failing} could not be read"
+        else:
+            assert not failed
+    assert handed == [f"k{g}" for g in range(failing if failed else groups)]
+    assert list(folder.iterdir()) == []

@@ -11,10 +11,13 @@ import dagster as dg
 import duckdb
 import pytest
 
-from stock_platform.object_keys import batch_manifest_key, dead_letter_object_key, raw_object_key
+from stock_platform.ingestion import assets
+from stock_platform.ingestion.minute_object import MinuteTarget, staging_paths, write_minute_group_in_worker
+from stock_platform.object_keys import batch_manifest_key, dead_letter_object_key, minute_iso, raw_object_key
 from stock_platform.partitions import minute_window, minute_window_ms
 from stock_platform.quotes import encode_record
 from stock_platform.resources.kafka import KafkaResource, KafkaUnavailable, MinuteNotClosed
+from stock_platform.resources.kafka_reader import ReadStalled
 from stock_platform.resources.object_store import ObjectNotFound, S3ObjectStore
 from stock_platform.resources.warehouse import Warehouse
 from stock_platform_tests.ingestion.ingest_helpers import (
@@ -50,6 +53,14 @@ def materialize(
 
 def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
     [event] = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == asset]
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def first_metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
+    """The metadata of the asset's first materialization: a range run gives each of its minutes the same."""
+    event = next(
+        e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == asset
+    )
     return {k: v.value for k, v in event.materialization.metadata.items()}
 
 
@@ -440,3 +451,95 @@ def test_a_missing_topic_or_broker_is_reported_clearly(kafka_broker, s3_server):
     with pytest.raises(ObjectNotFound):
         store.metadata("raw/none.ndjson.gz")
     store.delete("raw/none.ndjson.gz")  # deleting a missing object is not an error
+
+
+def test_a_catch_up_runs_groups_built_in_worker_processes_hold_what_one_process_builds(
+    kafka_broker, new_topic, tmp_path, monkeypatch
+):
+    """A catch-up run builds its groups of minutes (assets.read_groups) two at a time in read worker
+    processes (minute_object.write_minute_group_in_worker): every minute's raw and dead-letter objects, its
+    rows in the raw table and its metadata equal those of the run that builds them one by one in its own
+    process, and the counts equal what was produced."""
+    topic = new_topic(3)
+    keys = [closed_minute(m) for m in range(52, 41, -1)]  # eleven minutes, oldest first
+    messages, valid, invalid = [], 0, 0
+    for m, key in enumerate(keys):
+        start_ms, _ = minute_window_ms(key)
+        for i in range((m * 7) % 11):  # 0 to 10 records a minute; some minutes empty
+            at, partition = start_ms + i * 5_000, (m + i) % 3
+            if (m + i) % 5 == 0:
+                messages.append((partition, at, b"not json" if i % 2 else b"{}"))
+                invalid += 1
+            else:
+                messages.append((partition, at, encode_record(quote(m * 100 + i, at, symbol=f"S{i}"))))
+                valid += 1
+    produce(kafka_broker.bootstrap_servers, topic, messages)
+    monkeypatch.setattr(assets, "GROUP_READ_RECORDS", 12)  # groups of a few minutes each
+    in_workers: list[int] = []
+    real = assets.write_minute_group_in_worker
+
+    def counted(targets, **kwargs):
+        in_workers.append(len(targets))
+        return real(targets, **kwargs)
+
+    monkeypatch.setattr(assets, "write_minute_group_in_worker", counted)
+    bootstrap = kafka_broker.bootstrap_servers
+    results = {}
+    for name, workers in (("one", 1), ("two", 2)):
+        resources = make_resources(bootstrap, topic, tmp_path / name)
+        resources["kafka"] = KafkaResource(
+            bootstrap_servers=bootstrap, topic=topic, ingest_group=f"g-{name}-{topic}", read_workers=workers,
+            **PAST_MINUTES,
+        )  # fmt: skip
+        results[name] = dg.materialize(
+            ASSETS,
+            resources=resources,
+            tags={
+                "dagster/asset_partition_range_start": keys[0],
+                "dagster/asset_partition_range_end": keys[-1],
+            },
+        )
+
+    assert len(in_workers) >= 3 and sum(in_workers) < len(keys), in_workers  # several groups, none alone
+    object_meta = {name: first_metadata(r, "raw_quote_object") for name, r in results.items()}
+    for field in (
+        "rows",
+        "dead_lettered_rows",
+        "offset_ranges",
+        "minutes",
+        "min_event_time",
+        "max_event_time",
+    ):
+        assert object_meta["one"][field] == object_meta["two"][field], field
+    assert (object_meta["two"]["rows"], object_meta["two"]["dead_lettered_rows"]) == (valid, invalid)
+    for key in keys:
+        for object_key in (raw_object_key(topic, key), dead_letter_object_key(topic, key)):
+            found = [tmp_path / name / "lake" / object_key for name in ("one", "two")]
+            assert [p.exists() for p in found] in ([True, True], [False, False]), object_key
+            if found[0].exists():
+                assert sorted(map(json.dumps, gzip_lines(found[0]))) == sorted(
+                    map(json.dumps, gzip_lines(found[1]))
+                ), object_key
+        assert table_rows(tmp_path / "one" / "warehouse.duckdb", key) == table_rows(
+            tmp_path / "two" / "warehouse.duckdb", key
+        ), key
+    assert sum(len(table_rows(tmp_path / "two" / "warehouse.duckdb", k)) for k in keys) == valid
+    assert not any((tmp_path / "two" / "lake" / ".staging").iterdir())
+
+
+def test_a_read_worker_that_stalls_fails_as_kafka_does_and_leaves_no_files(kafka_broker, new_topic, tmp_path):
+    """A group read in a worker process whose range cannot be completed (offsets past the log's end)
+    raises ReadStalled, as the in-process read does, and leaves none of the group's files behind."""
+    topic = new_topic(1)
+    key = closed_minute(40)
+    produce(kafka_broker.bootstrap_servers, topic, valid_messages(key, 3, partitions=1))
+    kafka = KafkaResource(bootstrap_servers=kafka_broker.bootstrap_servers, topic=topic, **PAST_MINUTES)
+    targets = [
+        MinuteTarget(minute_iso(key), raw_object_key(topic, key), ((0, 0, 5),), *staging_paths(tmp_path))
+    ]
+    with pytest.raises(ReadStalled, match=r"stalled for 1 s with partitions \[0\] unfinished"):
+        write_minute_group_in_worker(
+            targets, ranges=[(0, 0, 5)], consumer_config=kafka.consumer_config(), batch_size=100,
+            stall_timeout=1.0, topic=topic,
+        )  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
