@@ -20,7 +20,7 @@ import time
 import uuid
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -32,7 +32,10 @@ from stock_platform.resources.kafka_reader import ReadStalled
 # costs 2-3x the CPU, which matters for a minute of 1,000,000 quotes.
 GZIP_LEVEL = 1
 _GZIP_WBITS = 31  # zlib framing for a gzip member, readable by gzip, DuckDB and Snowflake
-_FLUSH_BYTES = 4 << 20
+# Lines wait in memory until this many bytes go to the compression thread at once. A catch-up group has
+# dozens of minutes open, each smaller than the 4 MiB this once was, so their lines all waited for the
+# group's end; at 512 KiB they are compressed as the group is read (a 198,000-record group: 1.1 -> 1.0 s).
+_FLUSH_BYTES = 512 << 10
 
 
 class KafkaMessage(Protocol):
@@ -348,13 +351,28 @@ def write_minute_group(
     router = _MinuteRouter(targets)
     encoders = [ChunkEncoder(minute_iso=t.minute_iso, topic=topic, object_key=t.object_key) for t in targets]
     files: list[_MinuteFiles | None] = [None] * len(targets)
+    last_offsets: dict[int, int] = {}  # per partition, the last offset read
+    closed = 0  # the minutes before this one are closed
+
+    def close_minute(index: int) -> None:
+        target = targets[index]
+        # A minute without records still gets its (empty) object.
+        minute_files = files[index] = files[index] or _MinuteFiles(target.raw_path, target.dead_letter_path)
+        encoders[index].stats.raw_bytes = minute_files.close()
+
     started = time.perf_counter()
     try:
         for chunk in chunks:
             parts: dict[int, list[KafkaMessage]] = {}
             for message in chunk:
-                index = router.minute_of(message.partition(), message.offset())
+                partition, offset = message.partition(), message.offset()
+                last_offsets[partition] = offset
+                index = router.minute_of(partition, offset)
                 if index is not None:
+                    if index < closed:  # never: offsets come in order; else the record would be lost
+                        raise RuntimeError(
+                            f"{topic}[{partition}] offset {offset} arrived after its minute was closed"
+                        )
                     parts.setdefault(index, []).append(message)
             for index, messages in parts.items():
                 minute_files = files[index]
@@ -362,16 +380,17 @@ def write_minute_group(
                     target = targets[index]
                     minute_files = files[index] = _MinuteFiles(target.raw_path, target.dead_letter_path)
                 minute_files.write(*encoders[index].encode(messages))
+            # Close each minute once the read is past it on all its partitions: its lines are compressed
+            # while the group is still read, instead of all waiting in memory for the group's end.
+            while closed < len(targets) and _read_past(targets[closed], last_offsets):
+                close_minute(closed)
+                closed += 1
         elapsed = time.perf_counter() - started
+        for index in range(closed, len(targets)):
+            close_minute(index)
         total = sum(e.stats.records for e in encoders) or 1
-        for index, target in enumerate(targets):
-            # A minute without records still gets its (empty) object.
-            minute_files = files[index] = files[index] or _MinuteFiles(
-                target.raw_path, target.dead_letter_path
-            )
-            stats = encoders[index].stats
-            stats.read_seconds = elapsed * stats.records / total  # the group's read time, shared by records
-            stats.raw_bytes = minute_files.close()
+        for encoder in encoders:  # the group's read time, shared by records
+            encoder.stats.read_seconds = elapsed * encoder.stats.records / total
     except BaseException:
         for minute_files in files:
             if minute_files is not None:
@@ -432,6 +451,13 @@ def write_minute_group_in_worker(
         stats.merge_json(json.dumps(part).encode())
         all_stats.append(stats)
     return all_stats
+
+
+def _read_past(target: MinuteTarget, last_offsets: Mapping[int, int]) -> bool:
+    """Whether the read has delivered the last offset of each of the minute's ranges (records come in
+    offset order per partition). A range whose last offset is never delivered (a transaction marker)
+    keeps its minute open until the group's end, as if this said no."""
+    return all(last_offsets.get(p, -1) >= end - 1 for p, start, end in target.ranges if end > start)
 
 
 def write_minute_files_parallel(

@@ -108,7 +108,25 @@ def test_each_minute_of_a_group_holds_what_its_own_read_would(case, tmp_path_fac
         )
         for m in range(len(ranges))
     ]
-    group_stats = write_minute_group(chunks, targets, topic=TOPIC)
+    closed_early: dict[int, bytes] = {}  # a minute's file as it was when the read got past the minute
+
+    def delivered():
+        """The chunks; before each next one, the minutes the read is past (up to the first it is not) must
+        be complete files."""
+        last: dict[int, int] = {}
+        for chunk in chunks:
+            yield chunk
+            for msg in chunk:
+                last[msg.partition()] = msg.offset()
+            for m, target in enumerate(targets):  # minutes close in order
+                if not all(last.get(p, -1) >= end - 1 for p, start, end in target.ranges if end > start):
+                    break
+                closed_early.setdefault(m, gzip.decompress(target.raw_path.read_bytes()))
+
+    group_stats = write_minute_group(delivered(), targets, topic=TOPIC)
+    event(f"minutes closed before the read's end: {min(len(closed_early), 2)}+")
+    for m, content in closed_early.items():  # it was complete then: each minute closes as soon as it can
+        assert content == gzip.decompress(targets[m].raw_path.read_bytes())
 
     for m, target in enumerate(targets):
         own = [msg for p, start, end in ranges[m] for msg in logs[p] if start <= msg.offset() < end]
