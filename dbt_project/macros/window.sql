@@ -71,40 +71,54 @@
 {%- endmacro %}
 
 
-{#- SQL condition: the raw-table row `raw` is the row `kept` of silver_quotes, compared on the raw row's
-    identity (minute, topic, kafka_partition, kafka_offset), unique per raw row, which silver_quotes keeps.
-    DuckDB reads it from the raw table's columns (the loader writes the partition and offset from the
-    envelope, the minute and topic it loads), so no envelope is parsed; Snowflake reads the VARIANT's paths,
-    as silver_quotes does. A row whose columns disagree with its envelope is only parsed, never lost. -#}
-{% macro is_raw_row_of(raw, kept) -%}
-  {{ return(adapter.dispatch('is_raw_row_of', 'stock_platform')(raw, kept)) }}
+{#- SQL condition: the raw-table row `raw` is the row `kept` of silver_quotes (or any relation with the
+    identity columns of raw_row_identity), compared on the raw row's identity (minute, topic,
+    kafka_partition, kafka_offset), unique per raw row, which silver_quotes keeps. `null_safe`: a null
+    identity column matches a null (a raw row whose envelope lacks one is still found by its identity). -#}
+{% macro is_raw_row_of(raw, kept, null_safe=false) -%}
+  {{ same_values(raw_row_identity(raw), kept, 'is not distinct from' if null_safe else '=') }}
 {%- endmacro %}
 
-{% macro default__is_raw_row_of(raw, kept) -%}
-  {%- set identity = {
+{#- The identity of the raw-table row `raw`: {column: SQL expression}. DuckDB reads it from the raw table's
+    columns (the loader writes the partition and offset from the envelope, the minute and topic it loads),
+    so no envelope is parsed; Snowflake reads the VARIANT's paths, as silver_quotes does. A row whose
+    columns disagree with its envelope is only parsed, never lost. -#}
+{% macro raw_row_identity(raw) -%}
+  {{ return(adapter.dispatch('raw_row_identity', 'stock_platform')(raw)) }}
+{%- endmacro %}
+
+{% macro default__raw_row_identity(raw) -%}
+  {{ return({
       'minute': raw_minute(raw),
       'topic': json_text(raw ~ '.v', ['topic']),
       'kafka_partition': json_bigint(raw ~ '.v', ['kafka_partition']),
       'kafka_offset': json_bigint(raw ~ '.v', ['kafka_offset']),
-  } -%}
-  {{ same_values(identity, kept) }}
+  }) }}
 {%- endmacro %}
 
-{% macro duckdb__is_raw_row_of(raw, kept) -%}
-  {%- set identity = {
+{% macro duckdb__raw_row_identity(raw) -%}
+  {{ return({
       'minute': raw_minute(raw),
       'topic': raw ~ '.topic',
       'kafka_partition': raw ~ '.kafka_partition',
       'kafka_offset': raw ~ '.kafka_offset',
-  } -%}
-  {{ same_values(identity, kept) }}
+  }) }}
 {%- endmacro %}
 
-{#- One line: each column of `kept` equals its expression. -#}
-{% macro same_values(expressions, kept) -%}
+{#- The select list of raw_row_identity: `expression as column, ...`. -#}
+{% macro raw_row_identity_columns(raw) -%}
+  {%- set columns = [] -%}
+  {%- for column, expression in raw_row_identity(raw).items() -%}
+    {%- do columns.append(expression ~ ' as ' ~ column) -%}
+  {%- endfor -%}
+  {{ columns | join(', ') }}
+{%- endmacro %}
+
+{#- One line: each column of `kept` equals its expression (compared by `operator`). -#}
+{% macro same_values(expressions, kept, operator='=') -%}
   {%- set conditions = [] -%}
   {%- for column, expression in expressions.items() -%}
-    {%- do conditions.append(kept ~ '.' ~ column ~ ' = ' ~ expression) -%}
+    {%- do conditions.append(kept ~ '.' ~ column ~ ' ' ~ operator ~ ' ' ~ expression) -%}
   {%- endfor -%}
   {{ conditions | join(' and ') }}
 {%- endmacro %}

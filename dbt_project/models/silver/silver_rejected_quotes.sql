@@ -16,13 +16,17 @@
     Only a raw row that silver_quotes did not keep can be invalid (it keeps valid rows only), and telling a
     kept row from the others needs no JSON (is_raw_row_of): so only the window's rows silver_quotes left
     out, usually none, are parsed here, rather than every envelope a second time. The result is the same:
-    the rows with a rejection reason. -#}
+    the rows with a rejection reason.
+
+    The anti-join finds the left-out rows' identities only, and a second look fetches their envelopes:
+    carrying every envelope of the window through the anti-join made DuckDB spill them under dbt's memory
+    cap (a 240-minute catch-up window: ~2.2 s, against ~0.25 s this way). -#}
 
 with
 
-left_out as (
+left_out_rows as (
 
-    select loaded.*
+    select {{ raw_row_identity_columns('loaded') }}
     from {{ source('bronze', 'bronze_stock_quotes_raw') }} as loaded
     where
         not exists (
@@ -35,6 +39,22 @@ left_out as (
                     table, and row groups outside the window skipped. #}
                 and {{ minute_window_filter('kept.minute') }}
             {% endif %}
+        )
+    {% if is_incremental() %}
+        and {{ raw_window_filter('loaded') }}
+    {% endif %}
+
+),
+
+left_out as (
+
+    select loaded.*
+    from {{ source('bronze', 'bronze_stock_quotes_raw') }} as loaded
+    where
+        exists (
+            select 1
+            from left_out_rows
+            where {{ is_raw_row_of('loaded', 'left_out_rows', null_safe=true) }}
         )
     {% if is_incremental() %}
         and {{ raw_window_filter('loaded') }}
