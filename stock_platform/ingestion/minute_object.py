@@ -401,6 +401,20 @@ def write_minute_group(
 
 # A read worker's exit status when its read stalled (kafka_reader.ReadStalled): the broker, not the code.
 READ_STALLED_EXIT = 3
+_READ_WORKER = [sys.executable, "-m", "stock_platform.ingestion.read_worker"]
+
+
+def _read_spec(
+    consumer_config: dict, topic: str, ranges: Iterable[Sequence[int]], batch_size: int, stall_timeout: float
+) -> dict[str, Any]:
+    """What a read worker reads: its consumer's settings and the (partition, start, end) ranges."""
+    return {
+        "consumer": consumer_config,
+        "topic": topic,
+        "ranges": [list(r) for r in ranges],
+        "batch_size": batch_size,
+        "stall_timeout": stall_timeout,
+    }
 
 
 def write_minute_group_in_worker(
@@ -418,11 +432,7 @@ def write_minute_group_in_worker(
     this way, one per core, while the run's process publishes the groups already built.
     """
     spec = {
-        "consumer": consumer_config,
-        "topic": topic,
-        "ranges": [list(r) for r in ranges],
-        "batch_size": batch_size,
-        "stall_timeout": stall_timeout,
+        **_read_spec(consumer_config, topic, ranges, batch_size, stall_timeout),
         "targets": [
             {
                 "minute_iso": t.minute_iso,
@@ -435,7 +445,7 @@ def write_minute_group_in_worker(
         ],
     }
     done = subprocess.run(
-        [sys.executable, "-m", "stock_platform.ingestion.read_worker"],
+        _READ_WORKER,
         input=json.dumps(spec).encode(),
         capture_output=True,
         check=False,
@@ -486,17 +496,13 @@ def write_minute_files_parallel(
     try:
         for group in groups:
             spec = {
-                "consumer": consumer_config,
-                "topic": topic,
-                "ranges": [list(r) for r in group],
-                "batch_size": batch_size,
-                "stall_timeout": stall_timeout,
+                **_read_spec(consumer_config, topic, group, batch_size, stall_timeout),
                 "minute_iso": minute_iso,
                 "object_key": object_key,
             }
             stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
             proc = subprocess.Popen(
-                [sys.executable, "-m", "stock_platform.ingestion.read_worker"],
+                _READ_WORKER,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=stderr,
