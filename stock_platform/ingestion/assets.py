@@ -7,7 +7,7 @@ minutes and a Snowflake cadence of N minutes per load use the same code as the p
 import datetime as dt
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -344,13 +344,14 @@ def _groups_built(
     failed group or publish) is waited for and its files removed.
     """
     in_worker = kafka.read_workers > 1 and len(groups) > 1
-    handed: list[Future[Built]] = []
+    handed = 0  # the groups before this one went to the caller, who removes their files
     with ThreadPoolExecutor(max(1, min(kafka.read_workers, len(groups))), "build-group") as pool:
         pending = [pool.submit(_write_group, kafka, group, staging_dir, in_worker) for group in groups]
 
         def in_order() -> Iterator[Built]:
+            nonlocal handed
             for future in pending:
-                handed.append(future)
+                handed += 1
                 try:
                     yield future.result()
                 except KafkaUnavailable as exc:
@@ -359,8 +360,8 @@ def _groups_built(
         try:
             yield in_order()
         finally:
-            for future in pending:
-                if future not in handed and not future.cancel() and future.exception() is None:
+            for future in pending[handed:]:
+                if not future.cancel() and future.exception() is None:
                     _discard(future.result())
 
 

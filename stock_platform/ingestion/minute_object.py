@@ -150,6 +150,12 @@ class MinuteObjectStats:
             }
         ).encode()
 
+    @classmethod
+    def from_json(cls, data: bytes) -> MinuteObjectStats:
+        stats = cls()
+        stats.merge_json(data)
+        return stats
+
     def merge_json(self, data: bytes) -> None:
         """Add the stats a read worker reported (its part of the minute)."""
         other = json.loads(data)
@@ -455,12 +461,7 @@ def write_minute_group_in_worker(
         raise ReadStalled(error.strip().splitlines()[-1] if error.strip() else "a read worker's read stalled")
     if done.returncode != 0:
         raise RuntimeError(f"a read worker failed (exit status {done.returncode}): {error}")
-    all_stats = []
-    for part in json.loads(done.stdout):
-        stats = MinuteObjectStats()
-        stats.merge_json(json.dumps(part).encode())
-        all_stats.append(stats)
-    return all_stats
+    return [MinuteObjectStats.from_json(line) for line in done.stdout.splitlines()]
 
 
 def _read_past(target: MinuteTarget, last_offsets: Mapping[int, int]) -> bool:

@@ -3,7 +3,7 @@
 - A part of one large minute (``minute_object.write_minute_files_parallel``): streams the encoded lines
   to stdout in frames; the parent compresses them into the minute's files.
 - A group of minutes (``minute_object.write_minute_group_in_worker``, the spec has ``targets``): writes
-  each minute's files itself (``write_minute_group``) and prints their stats as a JSON list.
+  each minute's files itself (``write_minute_group``) and prints their stats, a JSON line each.
 
 It imports neither Dagster nor the warehouse clients, so it starts in a few tens of milliseconds.
 """
@@ -50,8 +50,8 @@ def write_group(spec: dict[str, Any]) -> None:
         for t in spec["targets"]
     ]
     all_stats = write_minute_group(_chunks(spec), targets, topic=spec["topic"])
-    sys.stdout.write(json.dumps([json.loads(stats.to_json()) for stats in all_stats]))
-    sys.stdout.flush()
+    sys.stdout.buffer.write(b"\n".join(stats.to_json() for stats in all_stats))
+    sys.stdout.buffer.flush()
 
 
 def _chunks(spec: dict[str, Any]):
