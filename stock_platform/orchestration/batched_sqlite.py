@@ -57,7 +57,20 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
         # the base class's constructor, which may already connect (to create the index shard).
         self._batch: dict[str, tuple[Engine, Connection]] | None = None
         self._batch_thread: int | None = None
+        self._tables_present: set[str] = set()
         super().__init__(base_dir, inst_data)
+
+    def has_table(self, table_name: str) -> bool:
+        # Dagster asks before it writes the tags of every partitioned asset event, and each question is a
+        # new engine, connection and schema lookup on the index shard: ~4 ms, 0.65 s of a 240-minute
+        # catch-up run's ~1,700 materializations, on the run's own thread. A table that exists stays
+        # (Dagster's migrations add tables, none drops one), so a yes is kept; a no is asked again.
+        if table_name in self._tables_present:
+            return True
+        present = super().has_table(table_name)
+        if present:
+            self._tables_present.add(table_name)
+        return present
 
     @contextmanager
     def _connect(self, shard: str) -> Iterator[Connection]:

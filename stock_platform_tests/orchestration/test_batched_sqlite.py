@@ -55,7 +55,12 @@ def dagster_event(kind: str, asset: int, partition: int | None) -> DagsterEvent:
     step_events = {
         "materialization": lambda: (
             DagsterEventType.ASSET_MATERIALIZATION,
-            StepMaterializationData(dg.AssetMaterialization(key, partition=part, metadata={"rows": asset})),
+            StepMaterializationData(
+                # A data version tag: the one tag Dagster indexes in asset_event_tags (as a run's do).
+                dg.AssetMaterialization(
+                    key, partition=part, metadata={"rows": asset}, tags={"dagster/data_version": f"v{asset}"}
+                )
+            ),
         ),
         "observation": lambda: (
             DagsterEventType.ASSET_OBSERVATION,
@@ -264,3 +269,28 @@ def test_the_local_instance_writes_a_range_runs_events_in_batches(tmp_path, monk
     # arrived as batches, not one by one.
     assert os.environ[batched_sqlite.BATCH_SIZE_ENV] == str(batched_sqlite.BATCH_SIZE)
     assert sum(n for n in batches if n > 1) >= 60, batches
+
+
+def test_a_table_that_exists_is_looked_up_once_and_a_missing_one_every_time(tmp_path, monkeypatch) -> None:
+    storage = BatchedSqliteEventLogStorage(str(tmp_path))
+    lookups: list[str] = []
+    original = SqliteEventLogStorage.has_table
+
+    def counting(self, table_name: str) -> bool:
+        lookups.append(table_name)
+        return original(self, table_name)
+
+    monkeypatch.setattr(SqliteEventLogStorage, "has_table", counting)
+    for _ in range(3):
+        assert storage.has_table("asset_event_tags")
+        assert not storage.has_table("no_such_table")
+    assert lookups == ["asset_event_tags", "no_such_table", "no_such_table", "no_such_table"]
+    # A table created after a no is found at the next question (Dagster's migrations add tables).
+    with storage.index_connection() as conn:
+        conn.exec_driver_sql("create table no_such_table (x integer)")
+    assert storage.has_table("no_such_table")
+    # Events with partition tags still write them (the cached yes is the lookup's answer).
+    specs = [(0, "materialization", 1, 2), (1, "planned", 0, 1), (0, "materialization", 2, None)]
+    storage.store_event_batch([entry(i, *spec) for i, spec in enumerate(specs)])
+    tags = shards(tmp_path)["index.db"]["asset_event_tags"]
+    assert len(tags) == 2, tags

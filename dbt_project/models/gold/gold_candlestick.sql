@@ -15,44 +15,50 @@
     falls in (a late quote, or an earlier fetch that replaced a quote in silver in this run, has its new
     loaded minute in the window), from all of the candle's quotes; then each touched day from its 1-minute
     candles (the rebuilt ones and those already here). So a minute's run reads that minute's quotes and one
-    day of candles, never a day of quotes, and every candle equals a full refresh's. -#}
+    day of candles, never a day of quotes, and every candle equals a full refresh's.
+
+    An incremental run reads silver and this table directly in each CTE, each read bounded by a scalar
+    range on its time column: a CTE that two others read (silver as `quotes`) is materialized whole by
+    DuckDB, so a run copied all of silver (8.64 M rows of a 24 h warehouse: 0.8 s, growing with the
+    history, for a 240-minute window whose candles take 0.07 s), and a range on the column itself, unlike
+    one on date_trunc() of it, lets DuckDB skip row groups and Snowflake micro-partitions. -#}
 
 with
-
-quotes as (
-
-    select
-        symbol,
-        quote_ts,
-        price,
-        minute,
-        date_trunc('minute', quote_ts) as bucket_start
-    from {{ ref('silver_quotes') }}
-
-),
 
 {% if is_incremental() %}
 touched_minutes as (
 
-    select distinct symbol, bucket_start
-    from quotes
+    select distinct symbol, date_trunc('minute', quote_ts) as bucket_start
+    from {{ ref('silver_quotes') }}
     where {{ minute_window_filter('minute') }}
 
 ),
 
 minute_quotes as (
 
-    select quotes.*
-    from quotes
+    select
+        quotes.symbol,
+        quotes.quote_ts,
+        quotes.price,
+        date_trunc('minute', quotes.quote_ts) as bucket_start
+    from {{ ref('silver_quotes') }} as quotes
     inner join touched_minutes
         on quotes.symbol = touched_minutes.symbol
-        and quotes.bucket_start = touched_minutes.bucket_start
+        and date_trunc('minute', quotes.quote_ts) = touched_minutes.bucket_start
+    where
+        quotes.quote_ts >= (select min(bucket_start) from touched_minutes)
+        and quotes.quote_ts < (select {{ dbt.dateadd('minute', 1, 'max(bucket_start)') }} from touched_minutes)
 
 ),
 {% else %}
 minute_quotes as (
 
-    select * from quotes
+    select
+        symbol,
+        quote_ts,
+        price,
+        date_trunc('minute', quote_ts) as bucket_start
+    from {{ ref('silver_quotes') }}
 
 ),
 {% endif %}
@@ -95,6 +101,8 @@ kept_minute_candles as (
         and existing.bucket_start = rebuilt.bucket_start
     where existing.grain = 'minute'
         and rebuilt.symbol is null
+        and existing.bucket_start >= (select min(day_start) from touched_days)
+        and existing.bucket_start < (select {{ dbt.dateadd('day', 1, 'max(day_start)') }} from touched_days)
 
 ),
 

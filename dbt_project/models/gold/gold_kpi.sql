@@ -14,7 +14,9 @@
     window touch (a row silver replaced in this run, by an earlier fetch of the same quote, has its new
     loaded minute in the window). Silver only ever adds keys or replaces a key's row, so a symbol's latest
     quote time never goes below the one already here: only that symbol's silver rows from that quote time
-    on are read, which keeps a run from sorting all of silver. -#}
+    on are read, which keeps a run from sorting all of silver; the smallest of those quote times (or none,
+    for a symbol not here yet) also bounds silver's scan as a scalar, which lets DuckDB skip the row groups
+    (and Snowflake the micro-partitions) of older quotes instead of reading all of silver every run. -#}
 
 with
 
@@ -44,6 +46,16 @@ touched as (
 
 ),
 
+lower_bound as (
+
+    {#- Every valid quote time is after 2000-01-01 (quote_contract), so 1970 stands for "no bound". #}
+    select min(coalesce(current_row.as_of, {{ timestamp_literal('1970-01-01 00:00:00') }})) as as_of
+    from touched
+    left join {{ this }} as current_row
+        on touched.symbol = current_row.symbol
+
+),
+
 candidates as (
 
     select quotes.*
@@ -52,7 +64,9 @@ candidates as (
         on quotes.symbol = touched.symbol
     left join {{ this }} as current_row
         on quotes.symbol = current_row.symbol
-    where current_row.as_of is null or quotes.as_of >= current_row.as_of
+    where
+        (current_row.as_of is null or quotes.as_of >= current_row.as_of)
+        and quotes.as_of >= (select as_of from lower_bound)
 
 ),
 {% else %}
