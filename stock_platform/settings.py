@@ -114,7 +114,11 @@ class Settings(_Variables):
     # Lag sensor and the checks it evaluates (the same values when a check is run from the UI)
     lag_warn_threshold: NonNegativeInt = 10_000
     gold_fresh_within_seconds: PositiveInt = 180
-    catch_up_batch_minutes: PositiveInt = 60
+    # The longest run the lag sensor requests when behind. A 24 h backlog (8.64 M quotes) took, from
+    # `dagster dev`'s start: 142 s in 360-minute runs, 145 s in 480, 154-168 s in 240 (docs/benchmarks.md,
+    # stop 29), the peak tree PSS ~1.42 GiB for each (dbt's DuckDB cap bounds it); past 360 the dbt step
+    # of a run grows faster than its minutes. A short outage still gets one run of just its minutes.
+    catch_up_batch_minutes: PositiveInt = 360
     # dbt's data tests run every this many minutes (dbt_tests_job), not in every minute's run
     dbt_tests_every_minutes: PositiveInt = 15
 

@@ -168,7 +168,7 @@ def test_the_ui_run_checks_use_the_sensors_configured_thresholds() -> None:
     config = orchestration.lag_sensor_config(
         load_settings({"LAG_WARN_THRESHOLD": "5", "GOLD_FRESH_WITHIN_SECONDS": "30"})
     )
-    assert (config.lag_warn_threshold, config.fresh_within_s, config.batch_minutes) == (5, 30, 60)
+    assert (config.lag_warn_threshold, config.fresh_within_s, config.batch_minutes) == (5, 30, 360)
     assert LagSensorConfig() == orchestration.lag_sensor_config(load_settings({}))
     # Every check is bound to the resource the sensor reads, whoever runs it.
     checks = [c for c in orchestration.defs.asset_checks or [] if isinstance(c, dg.AssetChecksDefinition)]
