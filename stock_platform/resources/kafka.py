@@ -46,7 +46,11 @@ LOOKUP_CONNECTIONS = 4
 # batches, and the code server spent ~8 s of a 24 h catch-up in these looks (docs/benchmarks.md). Smaller
 # fetch sizes (max.partition.fetch.bytes, queued.max.messages.kbytes) left partitions unread within the
 # timeout here. Range reads do not use it: they build their consumers from consumer_config().
-PEEK_TUNING = {"queued.min.messages": 1}
+# A partition whose queue is over that threshold is not fetched again for fetch.queue.backoff.ms (1,000
+# by default), and a partition that missed the first fetch waited it out too: about half of the looks
+# took 1.07 s instead of 0.07 s (a /tmp loop on the real broker, 6 partitions with lag), and each such
+# look delayed a minute's run request by a second (close -> gold p50 2.2 -> 3.6 s, docs/benchmarks.md).
+PEEK_TUNING = {"queued.min.messages": 1, "fetch.queue.backoff.ms": 10}
 # librdkafka's "no offset" sentinels: offsets_for_times answers OFFSET_END (-1) when no record is at
 # or after the timestamp; committed() answers OFFSET_INVALID (-1001) for a partition never committed.
 OFFSET_END = -1
