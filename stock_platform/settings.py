@@ -116,8 +116,9 @@ class Settings(_Variables):
     gold_fresh_within_seconds: PositiveInt = 180
     # The longest run the lag sensor requests when behind. A 24 h backlog (8.64 M quotes) took, from
     # `dagster dev`'s start: 136-142 s in 360-minute runs, 145 s in 480, 146-154 s in 240 (docs/benchmarks.md,
-    # stop 29), the peak tree PSS ~1.4 GiB for each (dbt's DuckDB cap bounds it); past 360 the dbt step of
-    # a run grows faster than its minutes. A short outage still gets one run of just its minutes.
+    # stop 29; 157-163 s in 360 when the machine ran ~12 % slower), the peak tree PSS ~1.4 GiB for each
+    # (dbt's DuckDB cap bounds it); past 360 the dbt step of a run grows faster than its minutes. A short
+    # outage still gets one run of just its minutes.
     catch_up_batch_minutes: PositiveInt = 360
     # dbt's data tests run every this many minutes (dbt_tests_job), not in every minute's run
     dbt_tests_every_minutes: PositiveInt = 15
