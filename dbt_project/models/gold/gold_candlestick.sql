@@ -33,6 +33,7 @@ touched_minutes as (
     where {{ minute_window_filter('minute') }}
 
 ),
+{% endif %}
 
 minute_quotes as (
 
@@ -42,26 +43,16 @@ minute_quotes as (
         quotes.price,
         date_trunc('minute', quotes.quote_ts) as bucket_start
     from {{ ref('silver_quotes') }} as quotes
+    {% if is_incremental() %}
     inner join touched_minutes
         on quotes.symbol = touched_minutes.symbol
         and date_trunc('minute', quotes.quote_ts) = touched_minutes.bucket_start
     where
         quotes.quote_ts >= (select min(bucket_start) from touched_minutes)
         and quotes.quote_ts < (select {{ dbt.dateadd('minute', 1, 'max(bucket_start)') }} from touched_minutes)
+    {% endif %}
 
 ),
-{% else %}
-minute_quotes as (
-
-    select
-        symbol,
-        quote_ts,
-        price,
-        date_trunc('minute', quote_ts) as bucket_start
-    from {{ ref('silver_quotes') }}
-
-),
-{% endif %}
 
 minute_candles as (
 
