@@ -43,6 +43,8 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
 
+from stock_platform.orchestration.migration_scripts import remember_migration_scripts
+
 BATCH_SIZE_ENV = "DAGSTER_EVENT_BATCH_SIZE"
 # Events per transaction. A batch holds the index shard's write lock while it is written (~1 ms per
 # event), so other writers wait at most a fraction of a second; Dagster's busy timeout is 30 s.
@@ -116,6 +118,8 @@ class BatchedSqliteStorage(DagsterSqliteStorage):
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None):
         # The base constructor's own lines, with the batched event log: it names its event log class.
         os.environ.setdefault(BATCH_SIZE_ENV, str(BATCH_SIZE))
+        # Before any storage checks its schema: the code server opens a new instance every sensor tick.
+        remember_migration_scripts()
         self.base_dir = base_dir
         self._run_storage = SqliteRunStorage.from_local(_runs_directory(base_dir))
         self._event_log_storage = BatchedSqliteEventLogStorage(_event_logs_directory(base_dir))
