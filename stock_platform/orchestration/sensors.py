@@ -7,6 +7,7 @@ asset, evaluates the lag and gold-freshness checks, and asks the planner which m
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -18,6 +19,7 @@ from stock_platform.orchestration.jobs import dbt_tests_job, minute_pipeline_job
 from stock_platform.orchestration.planning import (
     LagCursor,
     MinuteRange,
+    Plan,
     PreviousRun,
     plan_runs,
     plan_tests,
@@ -69,16 +71,26 @@ def sleep_ms(ms: int) -> None:
     time.sleep(ms / 1000)
 
 
-def wait_for_close(now: int, grace_ms: int, snapshot_at: Any) -> tuple[int, Any]:
+def wait_for_close(
+    now: int,
+    grace_ms: int,
+    snapshot_at: Any,
+    runs_due: Callable[[int, Any], bool] = lambda _now, _snapshot: False,
+) -> tuple[int, Any]:
     """The Kafka snapshot a tick plans from, taken just after the current minute's end when that end is
     near: ``snapshot_at(now)`` from ``SETTLE_MS`` past the end, again every ``POLL_MS`` while some
     partition has no record of the new minute yet, and a last time when the grace period is over. Far
-    from an end it is taken at once. Returns the time of the snapshot and the snapshot.
+    from an end it is taken at once. Near an end, a first look is taken at once too, and used when
+    ``runs_due(now, snapshot)``: closed minutes are waiting to be requested (a backlog, e.g. the first
+    tick after a day down), and their runs must not wait up to ALIGN_WITHIN_S plus the grace for a
+    minute that will queue behind them anyway; the closing minute is then requested by a later tick.
+    Returns the time of the snapshot and the snapshot.
     """
     end = (now // MINUTE_MS + 1) * MINUTE_MS
-    if end - now > ALIGN_WITHIN_S * 1000:
-        return now, snapshot_at(now)
-    sleep_ms(end + SETTLE_MS - now)
+    snapshot = snapshot_at(now)
+    if end - now > ALIGN_WITHIN_S * 1000 or runs_due(now, snapshot):
+        return now, snapshot
+    sleep_ms(max(0, end + SETTLE_MS - now_ms()))  # the first look took some time
     while True:
         now = now_ms()
         snapshot = snapshot_at(now)
@@ -141,29 +153,37 @@ def kafka_lag_sensor(
     context: dg.SensorEvaluationContext, kafka: KafkaResource, lag_sensor: LagSensorConfig
 ) -> dg.SensorResult | dg.SkipReason:
     grace_ms = int(kafka.grace_seconds * 1000)
+    previous_cursor = LagCursor.from_json(context.cursor)
+
+    def plan_at(at: int, snapshot: Any) -> Plan:
+        # The previous run's state as of this look: it may end (or fail) while the tick waits for a close.
+        return plan_runs(
+            snapshot.first_pending_ms,
+            at,
+            previous_cursor,
+            previous_run(context.instance),
+            grace_ms=grace_ms,
+            current_minute_has_records=snapshot.current_minute_has_records,
+            batch_minutes=lag_sensor.batch_minutes,
+            max_runs_per_tick=lag_sensor.max_runs_per_tick,
+            retry_after_s=lag_sensor.retry_after_s,
+            earliest_key=minute_key(minute_partitions.start),
+            next_record_ms=kafka.next_record_ms,
+        )
+
     try:
         now, snapshot = wait_for_close(
-            now_ms(), grace_ms, lambda at: kafka.snapshot(at, recent_ms=lag_sensor.fresh_within_s * 1000)
+            now_ms(),
+            grace_ms,
+            lambda at: kafka.snapshot(at, recent_ms=lag_sensor.fresh_within_s * 1000),
+            lambda at, snapshot: bool(plan_at(at, snapshot).ranges),
         )
         # Runs on a topic that keeps producers' clocks would only fail: say what to fix instead.
         kafka.require_append_time()
+        plan = plan_at(now, snapshot)
     except (KafkaUnavailable, KafkaException, TopicMisconfigured) as exc:
         return dg.SkipReason(f"No runs requested: {exc}")
 
-    cursor = LagCursor.from_json(context.cursor)
-    plan = plan_runs(
-        snapshot.first_pending_ms,
-        now,
-        cursor,
-        previous_run(context.instance),
-        grace_ms=grace_ms,
-        current_minute_has_records=snapshot.current_minute_has_records,
-        batch_minutes=lag_sensor.batch_minutes,
-        max_runs_per_tick=lag_sensor.max_runs_per_tick,
-        retry_after_s=lag_sensor.retry_after_s,
-        earliest_key=minute_key(minute_partitions.start),
-        next_record_ms=kafka.next_record_ms,
-    )
     requests = [run_request(r) for r in plan.ranges]
     cursor = plan.cursor
     if plan.ranges:

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stock_platform.orchestration import sensors
-from stock_platform.orchestration.planning import last_closed_minute
+from stock_platform.orchestration.planning import LagCursor, last_closed_minute
 from stock_platform.orchestration.sensors import SENSOR_NAME, LagSensorConfig, kafka_lag_sensor
 from stock_platform.partitions import minute_key, minute_partitions, minute_window_ms
 from stock_platform.quotes import encode_record
@@ -254,46 +254,104 @@ class _Clock:
     offset_ms=st.integers(min_value=0, max_value=3 * MINUTE_MS),
     grace_ms=st.integers(min_value=0, max_value=20_000),
     records_after_ms=st.none() | st.integers(min_value=0, max_value=30_000),
+    backlog=st.booleans(),
+    look_ms=st.integers(min_value=0, max_value=300),
 )
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=400, deadline=None)
 def test_a_tick_near_a_minutes_end_plans_from_a_look_at_which_that_minute_is_closed(
-    offset_ms: int, grace_ms: int, records_after_ms: int | None
+    offset_ms: int, grace_ms: int, records_after_ms: int | None, backlog: bool, look_ms: int
 ) -> None:
     """Whatever the tick's time, grace and the moment every partition has a record of the new minute
-    (None: a partition stays idle): a tick within ALIGN_WITHIN_S of an end looks at Kafka only once that
-    minute is closed by the planner's own rule, and waits no longer than needed; other ticks never wait."""
+    (None: a partition stays idle): a tick within ALIGN_WITHIN_S of an end looks at Kafka at once, and
+    when that look shows no runs due (no backlog), looks again only once that minute is closed by the
+    planner's own rule, and waits no longer than needed; a tick with runs due, and a tick far from an
+    end, never waits. A look takes ``look_ms``."""
     start = BASE_MS + offset_ms
     clock = _Clock(start)
     end = (start // MINUTE_MS + 1) * MINUTE_MS
     looks: list[int] = []
+    asked: list[int] = []
 
     def snapshot_at(at: int) -> SimpleNamespace:
         assert at == clock.now, "the snapshot is taken at the time the tick plans with"
         looks.append(at)
         has = records_after_ms is not None and at >= end + records_after_ms
+        clock.now += look_ms
         return SimpleNamespace(current_minute_has_records=has)
+
+    def runs_due(at: int, snapshot: SimpleNamespace) -> bool:
+        asked.append(at)
+        return backlog
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(sensors, "now_ms", lambda: clock.now)
         mp.setattr(sensors, "sleep_ms", clock.sleep)
-        at, snapshot = sensors.wait_for_close(start, grace_ms, snapshot_at)
+        at, snapshot = sensors.wait_for_close(start, grace_ms, snapshot_at, runs_due)
 
-    assert at == looks[-1] == clock.now
-    if end - start > sensors.ALIGN_WITHIN_S * 1000:
+    assert at == looks[-1]
+    assert looks[0] == start
+    if end - start > sensors.ALIGN_WITHIN_S * 1000 or backlog:
         assert looks == [start] and clock.waited == 0
         return
+    assert asked == [start], "only the first look is asked whether runs are due"
     ended = minute_key(dt.datetime.fromtimestamp((end - MINUTE_MS) / 1000, dt.UTC))
     assert last_closed_minute(at, grace_ms, snapshot.current_minute_has_records) >= ended
-    assert at <= end + max(grace_ms, sensors.SETTLE_MS)
-    assert looks[0] == end + sensors.SETTLE_MS
+    first_after = max(end + sensors.SETTLE_MS, start + look_ms)
+    assert looks[1] == first_after
+    assert at <= max(end + grace_ms, first_after) + look_ms
     # Polled, not busy: looks at least POLL_MS apart, except the last one, taken at the grace's end.
-    gaps = [b - a for a, b in zip(looks, looks[1:], strict=False)]
+    gaps = [b - a for a, b in zip(looks[1:], looks[2:], strict=False)]
     assert all(g >= sensors.POLL_MS for g in gaps[:-1]) and all(g > 0 for g in gaps)
-    if records_after_ms is not None and records_after_ms <= sensors.SETTLE_MS:
-        assert at == end + sensors.SETTLE_MS, "closed by records at the first look: no second wait"
+    if records_after_ms is not None and end + records_after_ms <= first_after:
+        assert at == first_after, "closed by records at the first look after the end: no second wait"
     elif records_after_ms is not None and records_after_ms < grace_ms:
-        # Closed by its records: the tick plans within one poll of the moment they are visible.
-        assert end + records_after_ms <= at < end + records_after_ms + sensors.POLL_MS
+        # Closed by its records: the tick plans within one poll (and one look) of their being visible.
+        assert end + records_after_ms <= at < end + records_after_ms + sensors.POLL_MS + look_ms
+
+
+@given(
+    backlog_minutes=st.integers(min_value=0, max_value=12),
+    before_end_ms=st.integers(min_value=1, max_value=int(sensors.ALIGN_WITHIN_S * 1000)),
+)
+@settings(max_examples=40, deadline=None)
+def test_a_tick_near_a_close_requests_a_backlog_at_once_and_waits_only_without_one(
+    backlog_minutes: int, before_end_ms: int
+) -> None:
+    """Minutes 0..19 hold records, and the ingest group committed all but the last ``backlog_minutes`` of
+    the closed ones (0: caught up, only the open minute 20 is pending). A tick ``before_end_ms`` before
+    minute 20's end requests the backlog without waiting for that end; caught up, it waits for the end
+    and requests the minute that closed."""
+    cluster = FakeCluster()
+    for m in range(21):
+        append_at(cluster, m, 5, partition=m % 2)
+    kafka = cluster.resource()
+    committed = 20 - backlog_minutes  # minutes 0..committed-1 are ingested
+    kafka.commit_ends({0: (committed + 1) // 2, 1: committed // 2})
+    cursor = LagCursor(requested_through=key(committed - 1)).to_json()
+    start = BASE_MS + 21 * MINUTE_MS - before_end_ms
+    clock = _Clock(start)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sensors, "now_ms", lambda: clock.now)
+        mp.setattr(sensors, "sleep_ms", clock.sleep)
+        context = dg.build_sensor_context(
+            instance=dg.DagsterInstance.ephemeral(),
+            cursor=cursor,
+            resources={"kafka": kafka, "lag_sensor": LagSensorConfig()},
+        )
+        result = kafka_lag_sensor(context)
+    requested = [
+        (r.partition_key or r.tags[RANGE_START], r.partition_key or r.tags[RANGE_END])
+        for r in minute_requests(result)
+    ]
+    grace_ms = int(kafka.grace_seconds * 1000)
+    if backlog_minutes == 0 or (backlog_minutes == 1 and before_end_ms + grace_ms >= MINUTE_MS):
+        # Nothing closed is waiting at the first look: the tick waits for minute 20 to close.
+        assert clock.waited > 0
+        assert requested and requested[-1][1] == key(20)
+    else:
+        assert clock.waited == 0, "a backlog is requested at once"
+        assert requested[0][0] == key(committed)
+        assert key(20) not in {last for _, last in requested}, "the open minute is left to a later tick"
 
 
 def test_dbt_tests_runs_follow_a_minute_run_every_block_and_the_report_is_once_a_minute(monkeypatch):
