@@ -294,3 +294,31 @@ def test_a_table_that_exists_is_looked_up_once_and_a_missing_one_every_time(tmp_
     storage.store_event_batch([entry(i, *spec) for i, spec in enumerate(specs)])
     tags = shards(tmp_path)["index.db"]["asset_event_tags"]
     assert len(tags) == 2, tags
+
+
+def test_an_asset_keys_column_that_exists_is_looked_up_once_and_a_missing_one_every_time(
+    tmp_path, monkeypatch
+) -> None:
+    storage = BatchedSqliteEventLogStorage(str(tmp_path))
+    lookups: list[str] = []
+    original = SqliteEventLogStorage._has_asset_key_col_on_connection
+
+    def counting(self, conn, column_name: str) -> bool:
+        lookups.append(column_name)
+        return original(self, conn, column_name)
+
+    monkeypatch.setattr(SqliteEventLogStorage, "_has_asset_key_col_on_connection", counting)
+    for _ in range(3):
+        assert storage.has_asset_key_index_cols()
+        assert not storage.has_asset_key_col("no_such_column")
+    assert lookups == ["last_materialization_timestamp", *["no_such_column"] * 3]
+    # A column added after a no is found at the next question (Dagster's migrations add columns).
+    with storage.index_connection() as conn:
+        conn.exec_driver_sql("alter table asset_keys add column no_such_column integer")
+    assert storage.has_asset_key_col("no_such_column")
+    # Materializations still update the asset's index columns (the cached yes is the lookup's answer).
+    specs = [(0, "materialization", 1, 2), (0, "materialization", 2, None)]
+    storage.store_event_batch([entry(i, *spec) for i, spec in enumerate(specs)])
+    with sqlite3.connect(tmp_path / "index.db") as conn:
+        rows = conn.execute("select last_materialization_timestamp from asset_keys").fetchall()
+    assert rows and all(stamp is not None for (stamp,) in rows), rows
