@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -67,27 +67,22 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
         # new engine, connection and schema lookup on the index shard: ~4 ms, 0.65 s of a 240-minute
         # catch-up run's ~1,700 materializations, on the run's own thread. A table that exists stays
         # (Dagster's migrations add tables, none drops one), so a yes is kept; a no is asked again.
-        return self._present(
-            ("table", table_name), lambda: super(BatchedSqliteEventLogStorage, self).has_table(table_name)
-        )
+        key = ("table", table_name)
+        return key in self._schema_present or self._keep(key, super().has_table(table_name))
 
     def _has_asset_key_col_on_connection(self, conn: Connection, column_name: str) -> bool:
         # Asked for every asset event, on the event's own connection: a reflection of the asset_keys
         # table's columns (~0.3 s of a 360-minute catch-up run's ~2,500 materializations). Dagster's
         # migrations add columns, none drops one: a yes is kept, as for tables.
-        return self._present(
-            ("asset_keys column", column_name),
-            lambda: super(BatchedSqliteEventLogStorage, self)._has_asset_key_col_on_connection(
-                conn, column_name
-            ),
+        key = ("asset_keys column", column_name)
+        return key in self._schema_present or self._keep(
+            key, super()._has_asset_key_col_on_connection(conn, column_name)
         )
 
-    def _present(self, what: tuple[str, str], look: Callable[[], bool]) -> bool:
-        if what in self._schema_present:
-            return True
-        present = look()
+    def _keep(self, key: tuple[str, str], present: bool) -> bool:
+        """The answer of a schema lookup, remembered when it is a yes."""
         if present:
-            self._schema_present.add(what)
+            self._schema_present.add(key)
         return present
 
     @contextmanager

@@ -171,16 +171,24 @@ def kafka_lag_sensor(
             next_record_ms=kafka.next_record_ms,
         )
 
+    # The plan from the first look near a minute's end; used as is when it has runs (the tick then does
+    # not wait, and planning again would repeat its Kafka lookups).
+    first_look: list[Plan] = []
+
+    def runs_due(at: int, snapshot: Any) -> bool:
+        first_look.append(plan_at(at, snapshot))
+        return bool(first_look[0].ranges)
+
     try:
         now, snapshot = wait_for_close(
             now_ms(),
             grace_ms,
             lambda at: kafka.snapshot(at, recent_ms=lag_sensor.fresh_within_s * 1000),
-            lambda at, snapshot: bool(plan_at(at, snapshot).ranges),
+            runs_due,
         )
         # Runs on a topic that keeps producers' clocks would only fail: say what to fix instead.
         kafka.require_append_time()
-        plan = plan_at(now, snapshot)
+        plan = first_look[0] if first_look and first_look[0].ranges else plan_at(now, snapshot)
     except (KafkaUnavailable, KafkaException, TopicMisconfigured) as exc:
         return dg.SkipReason(f"No runs requested: {exc}")
 
