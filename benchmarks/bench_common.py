@@ -169,6 +169,7 @@ class DaemonPlatform:
     dev: bool = False
     port: int = 0
     process: subprocess.Popen | None = None
+    run_host: subprocess.Popen | None = None
 
     @property
     def dagster_home(self) -> Path:
@@ -202,9 +203,14 @@ class DaemonPlatform:
         }
 
     def start(self) -> DaemonPlatform:
+        from stock_platform.orchestration.warm_launcher import start_run_host_ahead
         from stock_platform.runner import prepare_dagster_home
 
         prepare_dagster_home(self.dagster_home)
+        # As `stock-platform run` does: the warm run host loads while the daemon starts.
+        self.run_host = start_run_host_ahead(
+            self.dagster_home, self.env(), PROJECT_ROOT, self.workdir / "run_host.log"
+        )
         bindir = Path(sys.executable).parent
         if self.dev:
             from stock_platform.services.process import free_port
@@ -224,6 +230,11 @@ class DaemonPlatform:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def root_pids(self) -> list[int]:
+        """The daemon's (or `dagster dev`'s) process and the run host started ahead: every process of the
+        platform, the runs included, is in one of their trees."""
+        return [p.pid for p in (self.process, self.run_host) if p is not None]
+
     def stop(self) -> None:
         """Stop the daemon's process group, then any process of its tree that left the group (a run
         worker still holding the DuckDB file), so the warehouse can be read afterwards."""
@@ -236,6 +247,13 @@ class DaemonPlatform:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
             self.process = None
+        if self.run_host is not None:  # its runs are in its process group
+            from stock_platform.services.process import stop_process
+
+            if self.run_host.stdin is not None:
+                self.run_host.stdin.close()
+            stop_process(self.run_host.pid)
+            self.run_host = None
 
     @contextlib.contextmanager
     def instance(self) -> Iterator[Any]:
@@ -331,14 +349,14 @@ def machine_cpu_seconds() -> tuple[float, float]:
 
 
 class TreeRssSampler:
-    """Every ``interval_s``: RSS and PSS of each process in a tree; keeps the peak single process, the
+    """Every ``interval_s``: RSS and PSS of each process in the trees; keeps the peak single process, the
     peak RSS sum (pages shared by a fork counted in each process), the peak PSS sum (counted once), and
     which processes made up the peak PSS sum. Also the CPU seconds each process used (as last sampled:
     up to ``interval_s`` of a process that ended is missed), summed per command line, and the machine's
     busy CPU seconds over the sampler's life: whether the cores were the limit, and who used them."""
 
-    def __init__(self, root_pid: int, interval_s: float = 0.5) -> None:
-        self.root_pid = root_pid
+    def __init__(self, *root_pids: int, interval_s: float = 0.5) -> None:
+        self.root_pids = root_pids
         self.interval_s = interval_s
         self.peak_single = 0
         self.peak_single_cmd = ""
@@ -356,7 +374,7 @@ class TreeRssSampler:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            pids = tree(self.root_pid)
+            pids = [pid for root in self.root_pids for pid in tree(root)]
             sizes = {p: rss_bytes(p) for p in pids}
             pss = {p: pss_bytes(p) for p in pids}
             total = sum(sizes.values())

@@ -139,7 +139,7 @@ def trial(
     finished = None
     first_created = None
     last_lag = total
-    with TreeRssSampler(platform.process.pid) as sampler:
+    with TreeRssSampler(*platform.root_pids()) as sampler:
         try:
             with platform.instance() as instance:
                 while time.time() - started < timeout_s:

@@ -12,6 +12,7 @@ import argparse
 import datetime as dt
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -230,9 +231,20 @@ class Platform:
         self.logs = logs
         self.env = env
         self.children: dict[str, int] = {}
+        # Started and stopped with the others, but may end on its own (the warm run host does, when the
+        # daemon's launcher replaces it): its end is not a failure.
+        self.companions: dict[str, subprocess.Popen] = {}
 
     def start(self, name: str, command: list[str]) -> None:
         self.children[name] = spawn(command, self.logs / f"{name}.log", env=self.env, cwd=PROJECT_ROOT).pid
+
+    def start_run_host(self, dagster_home: Path) -> None:
+        """The warm run host, loading while ``dagster dev`` starts (warm_launcher.start_run_host_ahead)."""
+        from stock_platform.orchestration.warm_launcher import start_run_host_ahead
+
+        host = start_run_host_ahead(dagster_home, self.env, PROJECT_ROOT, self.logs / "run_host.log")
+        if host is not None:
+            self.companions["run host"] = host
 
     def exited(self) -> str | None:
         for name, pid in self.children.items():
@@ -250,6 +262,12 @@ class Platform:
     def stop_all(self) -> None:
         for name in reversed(list(self.children)):
             self.stop(name)
+        # After the daemon, which could otherwise start runs on it; its runs' processes are in its group.
+        for host in self.companions.values():
+            if host.stdin is not None:
+                host.stdin.close()
+            stop_process(host.pid)
+        self.companions.clear()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -311,6 +329,7 @@ def run(args: argparse.Namespace) -> int:
         prepare_dagster_home(settings.dagster_home_dir, postgres.port if postgres is not None else None)
         # This process reads the same instance to follow the runs.
         os.environ["DAGSTER_HOME"] = str(settings.dagster_home_dir)
+        platform.start_run_host(settings.dagster_home_dir)
         if not args.no_producer:
             platform.start("producer", producer_command(settings, args))
         platform.start("dagster", [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),

@@ -14,20 +14,31 @@ loaded (the project files it imported, so the launcher can tell when they change
 ``{"run_id": ..., "instance_ref": <serialized InstanceRef>}`` with ``{"pid": N}``. End of stdin (the
 launcher's process is gone or replaced the host) ends the host; running children carry on.
 
-The host keeps no threads, sockets or database connections when it forks: it only imports and parses.
+Started ahead (``--listen <socket>``, by ``stock-platform run`` before ``dagster dev``; see
+``warm_launcher.start_run_host_ahead``), the host speaks the same protocol over the first connection to
+a Unix socket instead, so that its ~9 s of loading overlaps the webserver's, code server's and daemon's
+start-ups rather than following the daemon's. It binds the socket (mode 0600) before loading, serves
+one connection (the daemon's launcher) and removes the socket when it accepts it; it ends when that
+connection closes or its stdin (a pipe its starter holds) ends, whichever comes first.
+
+The host keeps no threads or database connections when it forks: it only imports and parses.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import json
 import os
+import select
 import signal
+import socket
 import sys
 import sysconfig
 import threading
 import traceback
+from collections.abc import Iterator
 from typing import Any
 
 READY = "ready"
@@ -87,10 +98,14 @@ def preload(modules: list[str], instance_ref: str | None = None) -> list[str]:
     return problems
 
 
-def run_child(request: dict[str, Any]) -> None:
-    """In the forked child: execute the run, then leave without returning to the host's loop."""
+def run_child(request: dict[str, Any], inherited: tuple[int, ...] = ()) -> None:
+    """In the forked child: execute the run, then leave without returning to the host's loop.
+    ``inherited``: the host's socket descriptors, closed here so that the launcher sees the host's end
+    (end of file on the connection) even while runs it forked go on."""
     code = 1
     try:
+        for fd in inherited:
+            os.close(fd)
         # The host ignores SIGCHLD (so its children never linger as zombies); the run's own subprocesses
         # must be waitable, and the run must stop at once when terminated.
         for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
@@ -120,29 +135,98 @@ def run_child(request: dict[str, Any]) -> None:
         os._exit(code)
 
 
-def serve(config: dict[str, Any]) -> None:
+def serve(config: dict[str, Any], listen: str | None = None) -> None:
+    # Bound before loading: a launcher that connects meanwhile waits in the backlog for the ready line.
+    listener = bind(listen) if listen is not None else None
     problems = preload(config.get("preload", []), config.get("instance_ref"))
     gc.collect()
     # Objects made so far are never collected in the children: their pages stay shared with the host.
     gc.freeze()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
-    reply(
-        {
-            READY: True,
-            "pid": os.getpid(),
-            "threads": threading.active_count(),
-            "problems": problems,
-            "sources": project_sources(),
-        }
-    )
-    for line in sys.stdin:
-        if not line.strip():
-            continue
-        request = json.loads(line)
-        pid = os.fork()
-        if pid == 0:
-            run_child(request)
-        reply({"pid": pid})
+    ready = {
+        READY: True,
+        "pid": os.getpid(),
+        "executable": sys.executable,
+        "threads": threading.active_count(),
+        "problems": problems,
+        "sources": project_sources(),
+    }
+    if listener is None:
+        reply(ready)
+        for line in sys.stdin:
+            if line.strip():
+                reply({"pid": fork_run(json.loads(line))})
+        return
+    assert listen is not None
+    connection = accept(listener, listen)
+    if connection is None:
+        return
+    send(connection, ready)
+    for line in lines_until_either_ends(connection):
+        send(connection, {"pid": fork_run(json.loads(line), (connection.fileno(),))})
+
+
+def fork_run(request: dict[str, Any], inherited: tuple[int, ...] = ()) -> int:
+    pid = os.fork()
+    if pid == 0:
+        run_child(request, inherited)
+    return pid
+
+
+def bind(path: str) -> socket.socket:
+    """A listening Unix socket at ``path`` that only this user can connect to."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    previous = os.umask(0o177)
+    try:
+        listener.bind(path)
+    finally:
+        os.umask(previous)
+    listener.listen(1)
+    return listener
+
+
+def accept(listener: socket.socket, path: str) -> socket.socket | None:
+    """The first connection, or None when stdin ends before one comes; the socket is closed and removed
+    either way, so a second launcher finds none and starts its own host."""
+    try:
+        while True:
+            readable, _, _ = select.select([listener, sys.stdin], [], [])
+            if listener in readable:
+                connection, _ = listener.accept()
+                return connection
+            if starter_gone():
+                return None
+    finally:
+        listener.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def lines_until_either_ends(connection: socket.socket) -> Iterator[str]:
+    """Request lines from the connection, until it or stdin (the starter's pipe) reaches its end."""
+    pending = b""
+    while True:
+        readable, _, _ = select.select([connection, sys.stdin], [], [])
+        if sys.stdin in readable and starter_gone():
+            return
+        if connection in readable:
+            data = connection.recv(65536)
+            if not data:
+                return
+            pending += data
+            *complete, pending = pending.split(b"\n")
+            for line in complete:
+                if line.strip():
+                    yield line.decode()
+
+
+def starter_gone() -> bool:
+    """Called when stdin is readable: True at its end (the starter closed its pipe, or exited)."""
+    return not os.read(sys.stdin.fileno(), 4096)
+
+
+def send(connection: socket.socket, message: dict[str, Any]) -> None:
+    connection.sendall((json.dumps(message) + "\n").encode())
 
 
 def reply(message: dict[str, Any]) -> None:
@@ -150,5 +234,12 @@ def reply(message: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def main(argv: list[str]) -> None:
+    listen = None
+    if argv[:1] == ["--listen"]:
+        listen, argv = argv[1], argv[2:]
+    serve(json.loads(argv[0]) if argv else {}, listen)
+
+
 if __name__ == "__main__":
-    serve(json.loads(sys.argv[1]) if len(sys.argv) > 1 else {})
+    main(sys.argv[1:])

@@ -16,7 +16,9 @@ whose runs execute in the code-location container.
 The launcher is instantiated by every process that loads the instance (webserver, daemon, code server):
 only the daemon starts a host, as it starts (``start_host_soon``, called by the PromptRunCoordinator),
 so that the first run does not wait ~10-15 s for it; termination and health checks work from any of them
-through the worker's pid, recorded on the run as a tag.
+through the worker's pid, recorded on the run as a tag. ``stock-platform run`` starts the host even
+earlier, before ``dagster dev`` (``start_run_host_ahead``); the daemon's launcher then attaches to it
+over a Unix socket in DAGSTER_HOME instead of starting one.
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from dagster import Array, Field
@@ -43,6 +47,9 @@ HOST_MODULE = "stock_platform.orchestration.run_host"
 DEFAULT_PRELOAD = ["stock_platform.definitions"]
 # A host loads the code location and parses dbt before its first answer (~10 s here, more when busy).
 HOST_READY_TIMEOUT_S = 180.0
+# A host started ahead of the daemon waits for its launcher on this socket in DAGSTER_HOME.
+SOCKET_NAME = "run_host.sock"
+MAX_SOCKET_PATH = 107  # bytes in a Unix socket's path on Linux (sun_path holds 108 with the NUL)
 
 
 class RunHostFailed(RuntimeError):
@@ -50,39 +57,49 @@ class RunHostFailed(RuntimeError):
 
 
 class RunHost:
-    """One run host process and its pipes; requests are answered in order."""
+    """A conversation with one run host: requests are answered in order. Subclasses give the transport."""
 
-    def __init__(self, executable: str, preload: list[str], instance_ref: str) -> None:
-        self.executable = executable
-        config = json.dumps({"preload": preload, "instance_ref": instance_ref})
-        self.process = subprocess.Popen(
-            [executable, "-m", HOST_MODULE, config],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-        )
-        self.ready = self._answer(HOST_READY_TIMEOUT_S)
-        if not self.ready.get("ready"):
-            raise RunHostFailed(f"run host answered {self.ready!r} instead of ready")
-        self.sources: dict[str, float] = self.ready.get("sources", {})
+    executable: str
+    pid: int
+    sources: dict[str, float]
+
+    def _readline(self) -> str:
+        raise NotImplementedError
+
+    def _write(self, line: str) -> None:
+        raise NotImplementedError
+
+    def alive(self) -> bool:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def _await_ready(self) -> None:
+        ready = self._answer(HOST_READY_TIMEOUT_S)
+        if not ready.get("ready"):
+            self.stop()
+            raise RunHostFailed(f"run host answered {ready!r} instead of ready")
+        self.sources = ready.get("sources", {})
+        self.ready = ready
 
     def _answer(self, timeout_s: float) -> dict[str, Any]:
-        assert self.process.stdout is not None
         answer: list[str] = []
-        reader = threading.Thread(target=lambda: answer.append(self.process.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+
+        def read() -> None:
+            with contextlib.suppress(OSError, ValueError):  # the transport closed under the reader
+                answer.append(self._readline())
+
+        reader = threading.Thread(target=read, daemon=True)
         reader.start()
         reader.join(timeout_s)
         if not answer or not answer[0]:
             self.stop()
             raise RunHostFailed(
-                f"the run host (pid {self.process.pid}) gave no answer within {timeout_s:.0f} s "
-                f"(exit status {self.process.poll()}); its errors are in the daemon's output"
+                f"the run host (pid {self.pid}) gave no answer within {timeout_s:.0f} s "
+                f"(alive: {self.alive()}); its errors are in its starter's output"
             )
         return json.loads(answer[0])
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
 
     def stale(self) -> bool:
         """A project file the host imported was changed or removed since it loaded."""
@@ -95,10 +112,37 @@ class RunHost:
         return False
 
     def start(self, run_id: str, instance_ref: str) -> int:
-        assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps({"run_id": run_id, "instance_ref": instance_ref}) + "\n")
-        self.process.stdin.flush()
+        self._write(json.dumps({"run_id": run_id, "instance_ref": instance_ref}) + "\n")
         return int(self._answer(30.0)["pid"])
+
+
+class SpawnedRunHost(RunHost):
+    """A host this process starts, spoken to over its stdin and stdout."""
+
+    def __init__(self, executable: str, preload: list[str], instance_ref: str) -> None:
+        self.executable = executable
+        config = json.dumps({"preload": preload, "instance_ref": instance_ref})
+        self.process = subprocess.Popen(
+            [executable, "-m", HOST_MODULE, config],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+        self.pid = self.process.pid
+        self._await_ready()
+
+    def _readline(self) -> str:
+        assert self.process.stdout is not None
+        return self.process.stdout.readline()
+
+    def _write(self, line: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(line)
+        self.process.stdin.flush()
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
 
     def stop(self) -> None:
         """Close its stdin: the host leaves its loop; runs it forked carry on."""
@@ -109,6 +153,82 @@ class RunHost:
             self.process.wait(10)
         except subprocess.TimeoutExpired:
             self.process.kill()
+
+
+class AttachedRunHost(RunHost):
+    """A host started ahead by another process (``start_run_host_ahead``), spoken to over its socket.
+    Raises OSError when there is no host to attach to."""
+
+    def __init__(self, path: Path) -> None:
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._socket.connect(str(path))
+        except OSError:
+            self._socket.close()
+            raise
+        self._reader = self._socket.makefile("r", encoding="utf-8", newline="\n")
+        self.pid = 0  # until its ready line names it
+        self._await_ready()
+        self.pid = int(self.ready["pid"])
+        self.executable = str(self.ready.get("executable", ""))
+        self._started = process_start(self.pid)
+
+    def _readline(self) -> str:
+        return self._reader.readline()
+
+    def _write(self, line: str) -> None:
+        self._socket.sendall(line.encode())
+
+    def alive(self) -> bool:
+        return self._socket.fileno() != -1 and self.pid > 0 and pid_alive(self.pid, self._started)
+
+    def stop(self) -> None:
+        """Close the connection: the host ends (it serves one); runs it forked carry on."""
+        with contextlib.suppress(OSError):
+            self._socket.shutdown(socket.SHUT_RDWR)
+        self._reader.close()
+        self._socket.close()
+
+
+def run_host_socket(dagster_home: Path) -> Path:
+    """Where a host started ahead for the instance at ``dagster_home`` waits for its launcher."""
+    return dagster_home / SOCKET_NAME
+
+
+def start_run_host_ahead(
+    dagster_home: Path, env: Mapping[str, str], cwd: Path, log_path: Path
+) -> subprocess.Popen | None:
+    """Start the instance's warm run host now, before ``dagster dev``: it loads while the webserver, code
+    server and daemon start, and the daemon's launcher attaches to it over its socket. Without it the
+    daemon starts the host itself, and a catch-up's first run waited ~7 s for it to load.
+
+    None when the instance's run launcher is not a WarmRunLauncher (or the socket's path is too long for
+    a Unix socket): the launcher then does as it did. The caller keeps the process's stdin pipe open
+    while the platform runs (its end, or the caller's, ends the host) and stops the process's group with
+    the platform: the runs forked by the host are in it.
+    """
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        launcher = instance.run_launcher
+        if not isinstance(launcher, WarmRunLauncher):
+            return None
+        config = {"preload": launcher.preload, "instance_ref": serialize_value(instance.get_ref())}
+    path = run_host_socket(dagster_home)
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+        return None
+    path.unlink(missing_ok=True)  # left by a host whose starter was killed before any launcher came
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", HOST_MODULE, "--listen", str(path), json.dumps(config)],
+            stdin=subprocess.PIPE,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(env),
+            cwd=cwd,
+            start_new_session=True,
+        )
 
 
 def _stat(pid: int) -> list[str] | None:
@@ -155,6 +275,10 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
         super().__init__()
 
     @property
+    def preload(self) -> list[str]:
+        return list(self._preload)
+
+    @property
     def inst_data(self) -> ConfigurableClassData | None:
         return self._inst_data
 
@@ -177,12 +301,27 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
 
     def _host_for(self, executable: str, instance_ref: str) -> RunHost:
         host = self._host
+        if host is None:
+            host = self._attach()
         if host is not None and (not host.alive() or host.executable != executable or host.stale()):
             host.stop()
-            self._host = host = None
+            host = None
         if host is None:
-            self._host = host = RunHost(executable, self._preload, instance_ref)
+            host = SpawnedRunHost(executable, self._preload, instance_ref)
+        self._host = host
         return host
+
+    def _attach(self) -> RunHost | None:
+        """The host started ahead for this instance, if one waits on its socket (the first to attach
+        takes it: the host then removes the socket)."""
+        path = run_host_socket(Path(self._instance.root_directory))
+        if not path.exists():
+            return None
+        try:
+            return AttachedRunHost(path)
+        except (OSError, RunHostFailed, ValueError) as exc:
+            logging.getLogger(__name__).warning("the run host started ahead could not be used (%s)", exc)
+            return None
 
     def start_host_soon(self) -> None:
         """Start the run host on a thread now rather than at the first launch, which then only waits for

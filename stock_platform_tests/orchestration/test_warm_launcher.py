@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -24,9 +26,13 @@ from stock_platform.orchestration.prompt_coordinator import PromptRunCoordinator
 from stock_platform.orchestration.warm_launcher import (
     PID_TAG,
     START_TAG,
+    AttachedRunHost,
+    SpawnedRunHost,
     WarmRunLauncher,
     pid_alive,
     process_start,
+    run_host_socket,
+    start_run_host_ahead,
 )
 from stock_platform_tests.orchestration import warm_jobs
 
@@ -83,7 +89,7 @@ def worker_pid(instance: dg.DagsterInstance, run_id: str) -> int:
 def host_pid(instance: dg.DagsterInstance) -> int:
     launcher = instance.run_launcher
     assert isinstance(launcher, WarmRunLauncher) and launcher._host is not None
-    return launcher._host.process.pid
+    return launcher._host.pid
 
 
 def test_runs_execute_in_their_own_children_of_one_warm_host(instance, tmp_path):
@@ -231,3 +237,123 @@ def test_the_daemon_starts_the_host_before_the_first_run_and_other_processes_nev
     assert finished(instance, run.run_id).status == dg.DagsterRunStatus.SUCCESS
     create_daemons_from_instance(instance)  # a second daemon start on the same launcher: one host
     assert host_pid(instance) == host and launcher._host is not None and launcher._host.alive()
+
+
+@pytest.fixture
+def host_ahead(instance: dg.DagsterInstance, tmp_path: Path) -> Iterator[subprocess.Popen]:
+    """A run host started ahead for the instance, as `stock-platform run` starts it before `dagster dev`."""
+    host = start_run_host_ahead(Path(instance.root_directory), os.environ, Path.cwd(), tmp_path / "host.log")
+    assert host is not None, "the instance's launcher is a WarmRunLauncher: a host must be started ahead"
+    yield host
+    if host.stdin is not None and not host.stdin.closed:
+        host.stdin.close()
+    try:
+        host.wait(10)
+    except subprocess.TimeoutExpired:
+        host.kill()
+        raise AssertionError("the host started ahead outlived its starter's pipe") from None
+
+
+def ended(process: subprocess.Popen, timeout_s: float = 20) -> bool:
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
+def test_the_daemon_attaches_to_the_host_started_ahead_and_its_runs_are_forked_there(
+    instance, host_ahead, tmp_path
+):
+    socket_path = run_host_socket(Path(instance.root_directory))
+    deadline = time.monotonic() + 10
+    while not socket_path.exists():
+        assert time.monotonic() < deadline, "the host did not bind its socket before loading"
+        time.sleep(0.05)
+    assert stat.S_IMODE(socket_path.stat().st_mode) == 0o600, "only this user may ask the host for runs"
+
+    launcher = instance.run_launcher
+    create_daemons_from_instance(instance)
+    deadline = time.monotonic() + 120
+    while launcher._host is None:
+        assert time.monotonic() < deadline, "the daemon's launcher did not take the host started ahead"
+        time.sleep(0.1)
+    assert isinstance(launcher._host, AttachedRunHost) and host_pid(instance) == host_ahead.pid
+    assert not socket_path.exists(), "the socket is removed once a launcher holds the host"
+
+    runs = [launch(instance, warm_jobs.pid_job) for _ in range(2)]
+    for run in runs:
+        assert finished(instance, run.run_id).status == dg.DagsterRunStatus.SUCCESS
+    workers = {worker_pid(instance, run.run_id) for run in runs}
+    assert len(workers) == 2 and host_ahead.pid not in workers
+    importers = {int(line) for line in (tmp_path / "imports.txt").read_text().split()}
+    assert importers == {host_ahead.pid}, "the code was loaded once, by the host started ahead"
+
+    # A second process's launcher finds no host to take: it would start its own.
+    with dg.DagsterInstance.from_config(instance.root_directory) as other:
+        assert other.run_launcher._attach() is None
+
+    launcher.dispose()  # the daemon's end closes the connection: the host ends, its runs carry on
+    assert ended(host_ahead), "the host outlived the launcher that held it"
+
+
+def test_a_host_started_ahead_ends_with_its_starters_pipe_before_or_after_it_is_taken(instance, host_ahead):
+    launcher = instance.run_launcher
+    create_daemons_from_instance(instance)
+    deadline = time.monotonic() + 120
+    while launcher._host is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    host_ahead.stdin.close()  # `stock-platform run` ended (or was killed)
+    assert ended(host_ahead)
+    # The launcher's next run goes to a host of its own.
+    run = launch(instance, warm_jobs.pid_job)
+    assert isinstance(launcher._host, SpawnedRunHost) and host_pid(instance) != host_ahead.pid
+    assert finished(instance, run.run_id).status == dg.DagsterRunStatus.SUCCESS
+
+
+def test_a_host_started_ahead_that_nobody_takes_leaves_no_socket(instance, tmp_path):
+    host = start_run_host_ahead(Path(instance.root_directory), os.environ, Path.cwd(), tmp_path / "host.log")
+    assert host is not None and host.stdin is not None
+    socket_path = run_host_socket(Path(instance.root_directory))
+    deadline = time.monotonic() + 10
+    while not socket_path.exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    host.stdin.close()
+    assert ended(host, 120) and host.returncode == 0
+    assert not socket_path.exists()
+
+
+def test_a_socket_nobody_listens_on_is_passed_over(instance):
+    """Left by a host killed before any launcher came: the launch goes to a host of the launcher's own."""
+    import socket
+
+    left = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    left.bind(str(run_host_socket(Path(instance.root_directory))))
+    left.close()  # the file stays; connecting to it is refused
+    run = launch(instance, warm_jobs.pid_job)
+    assert isinstance(instance.run_launcher._host, SpawnedRunHost)
+    assert finished(instance, run.run_id).status == dg.DagsterRunStatus.SUCCESS
+
+
+def test_a_host_started_ahead_of_a_project_change_is_replaced(instance, host_ahead):
+    source = Path(warm_jobs.__file__)
+    before = source.stat()
+    deadline = time.monotonic() + 120
+    # Loaded before the change: its ready line names the file's modification time then.
+    while not (Path(instance.root_directory) / "run_host.sock").exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    launcher = instance.run_launcher
+    taken = launcher._attach()
+    assert isinstance(taken, AttachedRunHost) and taken.pid == host_ahead.pid
+    launcher._host = taken
+    try:
+        os.utime(source, (before.st_atime, before.st_mtime + 5))
+        run = launch(instance, warm_jobs.pid_job)
+    finally:
+        os.utime(source, (before.st_atime, before.st_mtime))
+    assert isinstance(launcher._host, SpawnedRunHost), "a stale host is not given runs"
+    assert ended(host_ahead), "the replaced host ended when its connection closed"
+    assert finished(instance, run.run_id).status == dg.DagsterRunStatus.SUCCESS
