@@ -136,14 +136,40 @@ def run_child(request: dict[str, Any], inherited: tuple[int, ...] = ()) -> None:
 
 
 def serve(config: dict[str, Any], listen: str | None = None) -> None:
+    if listen is None:
+        reply(load(config))
+        for line in sys.stdin:
+            if line.strip():
+                reply({"pid": fork_run(json.loads(line))})
+        return
     # Bound before loading: a launcher that connects meanwhile waits in the backlog for the ready line.
-    listener = bind(listen) if listen is not None else None
+    listener = bind(listen)
+    # Stopped with the platform (SIGTERM to its group), even while loading: leave through the cleanup
+    # below, which removes the socket. Forked runs take the default action back (run_child).
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(0))
+    try:
+        ready = load(config)
+        connection = accept(listener)
+    finally:
+        # Taken or not, no second launcher may find it: one that does not starts its own host.
+        listener.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(listen)
+    if connection is None:
+        return
+    send(connection, ready)
+    for line in lines_until_either_ends(connection):
+        send(connection, {"pid": fork_run(json.loads(line), (connection.fileno(),))})
+
+
+def load(config: dict[str, Any]) -> dict[str, Any]:
+    """Preload, then the ready message."""
     problems = preload(config.get("preload", []), config.get("instance_ref"))
     gc.collect()
     # Objects made so far are never collected in the children: their pages stay shared with the host.
     gc.freeze()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
-    ready = {
+    return {
         READY: True,
         "pid": os.getpid(),
         "executable": sys.executable,
@@ -151,19 +177,6 @@ def serve(config: dict[str, Any], listen: str | None = None) -> None:
         "problems": problems,
         "sources": project_sources(),
     }
-    if listener is None:
-        reply(ready)
-        for line in sys.stdin:
-            if line.strip():
-                reply({"pid": fork_run(json.loads(line))})
-        return
-    assert listen is not None
-    connection = accept(listener, listen)
-    if connection is None:
-        return
-    send(connection, ready)
-    for line in lines_until_either_ends(connection):
-        send(connection, {"pid": fork_run(json.loads(line), (connection.fileno(),))})
 
 
 def fork_run(request: dict[str, Any], inherited: tuple[int, ...] = ()) -> int:
@@ -185,21 +198,15 @@ def bind(path: str) -> socket.socket:
     return listener
 
 
-def accept(listener: socket.socket, path: str) -> socket.socket | None:
-    """The first connection, or None when stdin ends before one comes; the socket is closed and removed
-    either way, so a second launcher finds none and starts its own host."""
-    try:
-        while True:
-            readable, _, _ = select.select([listener, sys.stdin], [], [])
-            if listener in readable:
-                connection, _ = listener.accept()
-                return connection
-            if starter_gone():
-                return None
-    finally:
-        listener.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+def accept(listener: socket.socket) -> socket.socket | None:
+    """The first connection, or None when stdin ends before one comes."""
+    while True:
+        readable, _, _ = select.select([listener, sys.stdin], [], [])
+        if listener in readable:
+            connection, _ = listener.accept()
+            return connection
+        if starter_gone():
+            return None
 
 
 def lines_until_either_ends(connection: socket.socket) -> Iterator[str]:
