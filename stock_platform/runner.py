@@ -343,6 +343,8 @@ def run(args: argparse.Namespace) -> int:
             print(
                 f"Dashboard:       http://127.0.0.1:{dashboard_port}  (log: {home / 'logs' / 'dashboard.log'})"
             )
+        if platform.companions:
+            print(f"Run output:      {home / 'logs' / 'run_host.log'}  (the warm run host's, and its runs')")
         print(f"Kafka:           {kafka_settings['KAFKA_BOOTSTRAP_SERVERS']}")
         if postgres is not None:
             where = f"{postgres.host}:{postgres.port}, database {postgres.db}"
