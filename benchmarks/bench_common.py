@@ -248,11 +248,9 @@ class DaemonPlatform:
                     os.kill(pid, signal.SIGKILL)
             self.process = None
         if self.run_host is not None:  # its runs are in its process group
-            from stock_platform.services.process import stop_process
+            from stock_platform.orchestration.warm_launcher import stop_run_host_ahead
 
-            if self.run_host.stdin is not None:
-                self.run_host.stdin.close()
-            stop_process(self.run_host.pid)
+            stop_run_host_ahead(self.run_host)
             self.run_host = None
 
     @contextlib.contextmanager

@@ -263,10 +263,10 @@ class Platform:
         for name in reversed(list(self.children)):
             self.stop(name)
         # After the daemon, which could otherwise start runs on it; its runs' processes are in its group.
+        from stock_platform.orchestration.warm_launcher import stop_run_host_ahead
+
         for host in self.companions.values():
-            if host.stdin is not None:
-                host.stdin.close()
-            stop_process(host.pid)
+            stop_run_host_ahead(host)
         self.companions.clear()
 
 
