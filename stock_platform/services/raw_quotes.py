@@ -12,14 +12,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from stock_platform.resources.warehouse import DUCKDB_RAW_TABLE_DDL
+
 TOPIC = "stock-quotes"
-# DuckDBWarehouse's layout (stock_platform/resources/warehouse.py): `topic` is the last column.
-DUCKDB_RAW_TABLE_DDL = """
-create table if not exists main.bronze_stock_quotes_raw (
-    v json, minute timestamp, object_key varchar, kafka_partition integer, kafka_offset bigint,
-    loaded_at timestamp, topic varchar
-)
-"""
 
 
 @dataclass(frozen=True)

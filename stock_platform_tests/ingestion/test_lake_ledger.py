@@ -5,6 +5,7 @@ listing the lake (local folder and S3), and the DuckDB raw table keyed by (topic
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import json
 import os
 import time
@@ -232,6 +233,27 @@ def test_duckdb_identity_columns_are_the_envelopes_own_fields(tmp_path: Path):
         ((r["kafka_partition"], r["kafka_offset"], r["quote"]) for r in rows), key=lambda e: e[1]
     )
     assert [(p, o, json.loads(q)) for p, o, q in loaded] == expected
+
+
+def test_duckdb_stores_the_envelopes_with_zstd_and_returns_their_text_unchanged(tmp_path: Path):
+    db = tmp_path / "w.duckdb"
+    # Enough rows for DuckDB to write compressed segments (a few rows may be stored uncompressed).
+    rows = envelopes("a", KEY, 20_000)
+    lines = [json.dumps(row) for row in rows]
+    path = tmp_path / "m.ndjson.gz"
+    path.write_bytes(gzip.compress("".join(line + "\n" for line in lines).encode()))
+    DuckDBWarehouse(path=str(db)).load_minutes("a", [MinuteFile(KEY, raw_object_key("a", KEY), path)])
+    compressions = {
+        c
+        for (c,) in _table(
+            db,
+            f"""select distinct compression from pragma_storage_info('{DUCKDB_TABLE}')
+                where column_name = 'v' and segment_type <> 'VALIDITY'""",
+        )
+    }
+    assert compressions == {"ZSTD"}
+    # The envelope text byte for byte, as the raw object holds it.
+    assert sorted(v for (v,) in _table(db, f"select v from {DUCKDB_TABLE}")) == sorted(lines)
 
 
 def test_the_ledger_counts_an_empty_minute_as_loaded_and_answers_windows(tmp_path: Path):
