@@ -59,19 +59,37 @@
     from {{ raw }}
 {%- endmacro %}
 
-{#- DuckDB: one json_transform of the envelope, one of the quote into its fields as JSON values, then each
-    field's JSON type (json_type) and value. Extracting each field from the envelope text separately parses
-    the whole envelope once per field, several times slower. No MATERIALIZED CTE: DuckDB (2.0) computes each
-    transform once without it, and a materialized CTE would stop the silver models' window filter from
-    reaching the raw table's scan (every raw row would be parsed on every run). -#}
+{#- DuckDB: one json_transform of the envelope (its quote kept as JSON), then three reads of the quote: its
+    keys (json_keys), its fields converted to their contract types (json_transform), and their JSON types
+    (one json_type over all paths). A field's value is kept only when its JSON type is the contract's: the
+    conversion alone is lenient (it reads "12" as 12 and true as 1), the type check makes it exact.
+    Per-field json_type and cast calls parsed each field's text two or three times more: 5.9 -> 3.6 s for
+    a 360-minute window of 2.16 M envelopes (docs/benchmarks.md, stop 32). Extracting each field from the
+    envelope text separately parses the whole envelope once per field, slower still. No MATERIALIZED CTE:
+    DuckDB (2.0) computes each transform once without it, and a materialized CTE would stop the silver
+    models' window filter from reaching the raw table's scan (every raw row would be parsed on every run). -#}
 {% macro duckdb__parsed_envelopes(raw) -%}
     {%- set envelope_type = {
         'topic': 'VARCHAR', 'kafka_partition': 'BIGINT', 'kafka_offset': 'BIGINT', 'object_key': 'VARCHAR',
         'quote': 'JSON'} -%}
-    {%- set fields = ['schema_version', 'symbol', 'c', 'd', 'dp', 'h', 'l', 'o', 'pc', 't', 'fetched_at',
-                      'source', 'producer_run_id', 'seq'] -%}
+    {#- (record field, column, kind): a JSON integer within 64 bits, a JSON number (a boolean is not one)
+        or a JSON string; the JSON types json_type names for each kind, and the SQL type it becomes. -#}
+    {%- set fields = [
+        ('schema_version', 'schema_version', 'integer'), ('symbol', 'symbol', 'string'),
+        ('producer_run_id', 'producer_run_id', 'string'), ('seq', 'seq', 'integer'),
+        ('source', 'source', 'string'), ('t', 'quote_epoch_s', 'integer'),
+        ('fetched_at', 'fetched_at_ms', 'integer'), ('c', 'price', 'number'), ('d', 'change', 'number'),
+        ('dp', 'change_pct', 'number'), ('h', 'day_high', 'number'), ('l', 'day_low', 'number'),
+        ('o', 'day_open', 'number'), ('pc', 'prev_close', 'number')] -%}
+    {%- set json_types = {
+        'integer': "('UBIGINT', 'BIGINT')", 'number': "('UBIGINT', 'BIGINT', 'DOUBLE')", 'string': "('VARCHAR')"} -%}
+    {%- set sql_type = {'integer': 'BIGINT', 'number': 'DOUBLE', 'string': 'VARCHAR'} -%}
     {%- set quote_type = {} -%}
-    {%- for f in fields %}{% do quote_type.update({f: 'JSON'}) %}{% endfor -%}
+    {%- set paths = [] -%}
+    {%- for field, column, kind in fields -%}
+        {%- do quote_type.update({field: sql_type[kind]}) -%}
+        {%- do paths.append("'$." ~ field ~ "'") -%}
+    {%- endfor -%}
     select * from (
         with envelopes as (
             select
@@ -90,7 +108,8 @@
                 e.object_key as object_key,
                 -- 0 for any JSON value but an object (json_keys has nothing to list).
                 len(json_keys(e.quote)) as field_count,
-                json_transform(e.quote, '{{ tojson(quote_type) }}') as q
+                json_transform(e.quote, '{{ tojson(quote_type) }}') as q,
+                json_type(e.quote, [{{ paths | join(', ') }}]) as q_types
             from envelopes
         )
         select
@@ -101,37 +120,13 @@
             kafka_offset,
             object_key,
             field_count,
-            {{ duckdb_json_integer('q.schema_version') }} as schema_version,
-            {{ duckdb_json_string('q.symbol') }} as symbol,
-            {{ duckdb_json_string('q.producer_run_id') }} as producer_run_id,
-            {{ duckdb_json_integer('q.seq') }} as seq,
-            {{ duckdb_json_string('q.source') }} as source,
-            {{ duckdb_json_integer('q.t') }} as quote_epoch_s,
-            {{ duckdb_json_integer('q.fetched_at') }} as fetched_at_ms,
-            {{ duckdb_json_number('q.c') }} as price,
-            {{ duckdb_json_number('q.d') }} as change,
-            {{ duckdb_json_number('q.dp') }} as change_pct,
-            {{ duckdb_json_number('q.h') }} as day_high,
-            {{ duckdb_json_number('q.l') }} as day_low,
-            {{ duckdb_json_number('q.o') }} as day_open,
-            {{ duckdb_json_number('q.pc') }} as prev_close
+            {#- A JSON integer above 2^63 - 1 (json_type UBIGINT) converts to null as BIGINT: rejected. #}
+            {%- for field, column, kind in fields %}
+            case when q_types[{{ loop.index }}] in {{ json_types[kind] }} then q.{{ field }} end as {{ column }}
+            {{- ',' if not loop.last }}
+            {%- endfor %}
         from quotes
     ) as parsed_envelopes
-{%- endmacro %}
-
-{#- A JSON value (DuckDB JSON) as BIGINT if it is a JSON integer within 64 bits (json_type UBIGINT above
-    2^63 - 1 does not cast), else null. A JSON 1.0 is a DOUBLE, not an integer, as in Python. -#}
-{% macro duckdb_json_integer(expr) -%}
-  case when json_type({{ expr }}) in ('UBIGINT', 'BIGINT') then try_cast({{ expr }} as bigint) end
-{%- endmacro %}
-
-{#- As DOUBLE if it is a JSON number (integer or not; a boolean is not a number), else null. -#}
-{% macro duckdb_json_number(expr) -%}
-  case when json_type({{ expr }}) in ('UBIGINT', 'BIGINT', 'DOUBLE') then try_cast({{ expr }} as double) end
-{%- endmacro %}
-
-{% macro duckdb_json_string(expr) -%}
-  case when json_type({{ expr }}) = 'VARCHAR' then json_extract_string({{ expr }}, '$') end
 {%- endmacro %}
 
 {#- Snowflake VARIANT values. TYPEOF says INTEGER for a JSON number without fraction or exponent, DECIMAL

@@ -3,8 +3,8 @@ silver_quotes exactly when stock_platform.quotes.validate_record accepts it, and
 silver_rejected_quotes otherwise.
 
 The objects are mutations of valid records (a field replaced by any JSON value: nested JSON, any text,
-huge integers, floats at the bounds, numbers written as 1.0 or 1e3, booleans, null; fields removed or
-added; symbols with a trailing line break; escaped strings; not an object at all). On DuckDB each
+numbers written as strings, huge integers, floats at the bounds, numbers written as 1.0 or 1e3, booleans,
+null; fields removed or added; symbols with a trailing line break; escaped strings; not an object at all). On DuckDB each
 hypothesis example evaluates a batch of them with the compiled SQL of the two silver models in an in-memory
 database (one query each, no dbt run per example); on fakesnow one dbt run takes a batch of a few hundred.
 Rules on the message bytes (UTF-8, size, duplicate keys) cannot reach the raw table and are not compared;
@@ -97,7 +97,10 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner, max_size=3),
     max_leaves=6,
 )
-field_values = json_values | st.sampled_from(RAW_NUMBERS).map(Raw)
+# Strings that read as numbers, which DuckDB's lenient conversions would turn into valid-looking values: a
+# field of the contract's type only is kept, so each must still be rejected where a number is required.
+NUMERIC_TEXTS = ["1", "100.5", "-1", "1e3", "0", " 7", "1795000000", "1795000000000", "true", "1.0"]
+field_values = json_values | st.sampled_from(RAW_NUMBERS).map(Raw) | st.sampled_from(NUMERIC_TEXTS)
 
 
 @st.composite
@@ -280,6 +283,32 @@ SILVER_COLUMNS = (
 )
 @given(batch=st.lists(quote_texts(), min_size=1, max_size=25))
 def test_duckdb_silver_accepts_exactly_what_validate_record_accepts(compiled, batch):
+    assert_duckdb_verdicts(compiled, batch)
+
+
+# Each field of a valid record set to each value: values of every JSON type, and the ones DuckDB's lenient
+# conversions read as a valid value of another type (true as 1, "7" as 7, 1.5 as 2, an object as text).
+WRONG_TYPES = [True, False, None, 1, 0, 1.5, Raw("1.0"), Raw("1e0"), "1", "1.5", "true", "AAPL", [1], {"a": 1},
+               {"c": 1.0}, [], INT_LIMIT, 2**64]  # fmt: skip
+
+
+def test_duckdb_silver_takes_each_field_only_in_its_contract_type(compiled):
+    base = {
+        "schema_version": 1, "symbol": "AAPL", "c": 1.0, "d": 1, "dp": 1.0, "h": 1.5, "l": 1, "o": 1.0,
+        "pc": 1.0, "t": 1796437080, "fetched_at": 1796437080000, "source": "simulated",
+        "producer_run_id": "1", "seq": 1,
+    }  # fmt: skip
+    assert python_accepts(to_json(base, True, False))
+    batch = []
+    for name in RECORD_FIELDS:
+        for value in WRONG_TYPES:
+            # A distinct quote time per record, so silver keeps every record it accepts.
+            record = {**base, "t": base["t"] + len(batch), name: value}
+            batch.append(to_json(record, True, False))
+    assert_duckdb_verdicts(compiled, batch)
+
+
+def assert_duckdb_verdicts(compiled: CompiledSilver, batch: list[str]) -> None:
     with duckdb.connect() as conn:
         conn.execute("attach ':memory:' as verdicts")
         conn.execute("use verdicts")
