@@ -248,7 +248,7 @@ class DaemonPlatform:
                     os.kill(pid, signal.SIGKILL)
             self.process = None
         if self.run_host is not None:  # its runs are in its process group
-            from stock_platform.orchestration.warm_launcher import stop_run_host_ahead
+            from stock_platform.runner import stop_run_host_ahead
 
             stop_run_host_ahead(self.run_host)
             self.run_host = None

@@ -263,11 +263,18 @@ class Platform:
         for name in reversed(list(self.children)):
             self.stop(name)
         # After the daemon, which could otherwise start runs on it; its runs' processes are in its group.
-        from stock_platform.orchestration.warm_launcher import stop_run_host_ahead
-
         for host in self.companions.values():
             stop_run_host_ahead(host)
         self.companions.clear()
+
+
+def stop_run_host_ahead(host: subprocess.Popen) -> None:
+    """Stop a host started by warm_launcher.start_run_host_ahead: end its starter's pipe (a host still
+    loading or serving ends by itself then), and stop its process group, where the runs it forked are.
+    Here, not in warm_launcher: the production image has no stock_platform.services."""
+    if host.stdin is not None:
+        host.stdin.close()
+    stop_process(host.pid)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -231,16 +231,6 @@ def start_run_host_ahead(
         )
 
 
-def stop_run_host_ahead(host: subprocess.Popen) -> None:
-    """Stop a host started by start_run_host_ahead: end its starter's pipe (a host still loading or serving
-    ends by itself then), and stop its process group, where the runs it forked are."""
-    from stock_platform.services.process import stop_process
-
-    if host.stdin is not None:
-        host.stdin.close()
-    stop_process(host.pid)
-
-
 def _stat(pid: int) -> list[str] | None:
     """The fields of /proc/<pid>/stat after the command name (field 3 on), or None when there is no
     such process."""
