@@ -5,7 +5,6 @@ listing the lake (local folder and S3), and the DuckDB raw table keyed by (topic
 from __future__ import annotations
 
 import datetime as dt
-import gzip
 import json
 import os
 import time
@@ -239,9 +238,8 @@ def test_duckdb_stores_the_envelopes_with_zstd_and_returns_their_text_unchanged(
     db = tmp_path / "w.duckdb"
     # Enough rows for DuckDB to write compressed segments (a few rows may be stored uncompressed).
     rows = envelopes("a", KEY, 20_000)
-    lines = [json.dumps(row) for row in rows]
-    path = tmp_path / "m.ndjson.gz"
-    path.write_bytes(gzip.compress("".join(line + "\n" for line in lines).encode()))
+    lines = [json.dumps(row) for row in rows]  # as gzip_file writes them
+    path = gzip_file(tmp_path, rows)
     DuckDBWarehouse(path=str(db)).load_minutes("a", [MinuteFile(KEY, raw_object_key("a", KEY), path)])
     compressions = {
         c
