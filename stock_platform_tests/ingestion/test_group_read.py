@@ -160,13 +160,15 @@ def test_each_minute_of_a_group_holds_what_its_own_read_would(case, tmp_path_fac
 counts = st.lists(st.integers(0, GROUP_READ_RECORDS + 10), max_size=40)
 
 
-@given(sizes=counts, threshold=st.integers(1, 2 * GROUP_READ_RECORDS))
+@given(sizes=counts, threshold=st.integers(1, 2 * GROUP_READ_RECORDS), workers=st.integers(1, 4))
 @settings(max_examples=300, deadline=None)
-def test_read_groups_keep_the_minutes_order_and_bound_each_pass(sizes: list[int], threshold: int) -> None:
+def test_read_groups_keep_the_minutes_order_and_bound_each_pass(
+    sizes: list[int], threshold: int, workers: int
+) -> None:
     batches = [
         MinuteBatch(TOPIC, f"k{i:03d}", (OffsetRange(0, 0, n),), "records") for i, n in enumerate(sizes)
     ]
-    groups = read_groups(batches, threshold)
+    groups = read_groups(batches, threshold, workers)
     assert [b for g in groups for b in g] == batches
     for group in groups:
         total = sum(b.record_count for b in group)
@@ -175,12 +177,44 @@ def test_read_groups_keep_the_minutes_order_and_bound_each_pass(sizes: list[int]
         assert not large or group == large[:1], (
             "a minute read alone (or by the parallel workers) has no company"
         )
-    # Greedy: two neighbouring groups could not have been one.
-    for left, right in zip(groups, groups[1:], strict=False):
-        joined = left + right
-        assert sum(b.record_count for b in joined) > GROUP_READ_RECORDS or any(
-            b.record_count >= min(threshold, GROUP_READ_RECORDS) for b in joined
-        )
+
+
+# Runs of many small minutes, as a catch-up's: 0 to 12,000 records a minute, up to 10 hours.
+small_minutes = st.lists(st.integers(0, 12_000) | st.just(6_000), min_size=1, max_size=600)
+
+
+@given(sizes=small_minutes, workers=st.integers(1, 4), scale=st.sampled_from([1, 10, 40]))
+@settings(max_examples=300, deadline=None)
+def test_a_runs_minutes_are_cut_into_as_few_groups_as_the_bound_allows_of_about_equal_size(
+    sizes: list[int], workers: int, scale: int
+) -> None:
+    """No minute is read alone (all are below the bounds): each group holds the minutes whose middle
+    record falls in one of ceil(total / bound) equal shares of the run (rounded up to a multiple of the
+    workers once the run is large enough to share), so it is within one minute's records of a share;
+    the bound may cut a group once more where whole minutes cannot fill the shares exactly."""
+    sizes = [n * scale for n in sizes]
+    batches = [
+        MinuteBatch(TOPIC, f"k{i:04d}", (OffsetRange(0, 0, n),), "records") for i, n in enumerate(sizes)
+    ]
+    groups = read_groups(batches, 10 * GROUP_READ_RECORDS, workers)
+    total = sum(sizes)
+    expected = max(1, -(-total // GROUP_READ_RECORDS))
+    if workers > 1 and total >= assets.SHARED_READ_RECORDS:
+        expected = -(-max(expected, workers) // workers) * workers
+    event(f"groups {min(len(groups), 9)}")
+    assert [b for g in groups for b in g] == batches
+    largest = max(sizes)
+    share = total / expected
+    for group in groups:
+        records = sum(b.record_count for b in group)
+        assert records <= GROUP_READ_RECORDS
+        assert records <= share + largest, (records, share, largest)
+    if share + largest <= GROUP_READ_RECORDS:
+        assert len(groups) <= expected, "the bound never had to cut"
+    if total and largest <= share / 2 and share + largest <= GROUP_READ_RECORDS:
+        # Every share holds a middle record: exactly the expected groups, none below half a share.
+        assert len(groups) == expected
+        assert all(sum(b.record_count for b in g) >= share / 2 for g in groups)
 
 
 @given(
