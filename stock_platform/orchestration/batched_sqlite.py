@@ -15,6 +15,12 @@ transaction per shard file, with the same statements (the base class's own ``sto
 so the rows are exactly those of event-by-event writes. If the batch fails, nothing of it is committed
 and Dagster writes the events one by one instead.
 
+One write is folded: each asset event also updates its asset's row in ``asset_keys`` (the last
+materialization, run and event time), an insert that fails on the existing row and then an update, with
+the whole event serialized a second time for ``last_materialization``. Within a batch only the last
+value of each column survives, so the batch writes each asset's row once, at its end, with those values
+(the 360 materializations of one asset in a catch-up run's step: one row write instead of 360).
+
 Setting the batch size is part of choosing this storage: Dagster reads it from the environment only, so
 constructing the storage sets ``DAGSTER_EVENT_BATCH_SIZE`` for the process unless it is already set.
 """
@@ -27,7 +33,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from dagster._core.definitions.events import AssetKey
 from dagster._core.events.log import EventLogEntry
+from dagster._core.storage.event_log.schema import AssetKeyTable
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME, SqliteEventLogStorage
 from dagster._core.storage.runs import SqliteRunStorage
 from dagster._core.storage.schedules import SqliteScheduleStorage
@@ -40,6 +48,7 @@ from dagster._core.storage.sqlite_storage import (
 )
 from dagster._serdes import ConfigurableClassData
 from sqlalchemy import create_engine
+from sqlalchemy import exc as db_exc
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
 
@@ -59,6 +68,8 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
         # the base class's constructor, which may already connect (to create the index shard).
         self._batch: dict[str, tuple[Engine, Connection]] | None = None
         self._batch_thread: int | None = None
+        # While a batch is written: its asset events (with their index ids) by asset, in order of arrival.
+        self._asset_events: dict[AssetKey, list[tuple[EventLogEntry, int]]] = {}
         self._schema_present: set[tuple[str, str]] = set()  # tables and columns known to exist
         super().__init__(base_dir, inst_data)
 
@@ -87,11 +98,12 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
 
     @contextmanager
     def _connect(self, shard: str) -> Iterator[Connection]:
-        if self._batch is None or self._batch_thread != threading.get_ident():
+        batch = self._batch
+        if batch is None or not self._in_batch():
             with super()._connect(shard) as conn:
                 yield conn
             return
-        if shard not in self._batch:
+        if shard not in batch:
             engine = create_engine(
                 self.conn_string_for_shard(shard),
                 poolclass=NullPool,
@@ -102,22 +114,59 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
                 self._initialized_dbs.add(shard)
             conn = engine.connect()
             conn.begin()
-            self._batch[shard] = (engine, conn)
-        yield self._batch[shard][1]
+            batch[shard] = (engine, conn)
+        yield batch[shard][1]
+
+    def _in_batch(self) -> bool:
+        return self._batch is not None and self._batch_thread == threading.get_ident()
+
+    def _store_asset_event(self, conn: Connection, event: EventLogEntry, event_id: int) -> None:
+        if not self._in_batch():
+            super()._store_asset_event(conn, event, event_id)
+        elif event.dagster_event is not None and event.dagster_event.asset_key is not None:
+            self._asset_events.setdefault(event.dagster_event.asset_key, []).append((event, event_id))
+
+    def _store_asset_rows(self, conn: Connection) -> None:
+        """Write each asset's ``asset_keys`` row once, as the batch's events one by one would leave it:
+        each column holds the value of the last event that sets it. Assets come in the order of their
+        first event, so new rows get the ids event-by-event writes give them."""
+        has_index_cols = self._has_asset_key_index_cols_on_connection(conn)
+        every_column = {"last_materialization", "last_run_id"} | (
+            {"last_materialization_timestamp"} if has_index_cols else set()
+        )
+        for asset_key, events in self._asset_events.items():
+            values: dict[str, Any] = {}
+            for event, event_id in reversed(events):
+                if every_column <= values.keys():
+                    break  # no earlier event can change the row any more
+                for column, value in self._get_asset_entry_values(event, event_id, has_index_cols).items():
+                    values.setdefault(column, value)
+            if not values:
+                continue
+            key = asset_key.to_string()
+            try:
+                conn.execute(AssetKeyTable.insert().values(asset_key=key, **values))
+            except db_exc.IntegrityError:
+                conn.execute(AssetKeyTable.update().values(**values).where(AssetKeyTable.c.asset_key == key))
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
         # The lock every other connection of this storage takes: other threads wait for the batch.
         with self._db_lock:
             self._batch, self._batch_thread = {}, threading.get_ident()
+            self._asset_events = {}
             try:
                 for event in events:
                     self.store_event(event)
+                if self._asset_events:
+                    with self._connect(INDEX_SHARD_NAME) as conn:
+                        self._store_asset_rows(conn)
                 # The runs' shards first, the index last: if the index commit failed, Dagster's
                 # one-by-one retry would repeat events in a run's log, never lose one from the index.
                 for _, (_, conn) in sorted(self._batch.items(), key=lambda item: item[0] == INDEX_SHARD_NAME):
                     conn.commit()
             finally:
                 batch, self._batch, self._batch_thread = self._batch, None, None
+                self._asset_events = {}
                 for engine, conn in batch.values():
                     conn.close()  # rolls back whatever was not committed
                     engine.dispose()

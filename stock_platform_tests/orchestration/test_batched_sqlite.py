@@ -30,7 +30,7 @@ from dagster._core.events import (
 )
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from stock_platform.orchestration import batched_sqlite
@@ -180,6 +180,44 @@ def test_batches_write_the_rows_event_by_event_writes_write(tmp_path_factory, sp
         assert storage.get_latest_storage_id_by_partition(
             key, DagsterEventType.ASSET_MATERIALIZATION_PLANNED
         ) == reference.get_latest_storage_id_by_partition(key, DagsterEventType.ASSET_MATERIALIZATION_PLANNED)
+
+
+asset_event_specs = st.tuples(
+    st.integers(0, len(RUNS) - 1),
+    st.sampled_from(["planned", "materialization", "observation"]),
+    st.integers(0, 1),
+    st.one_of(st.none(), st.integers(0, len(PARTITIONS) - 1)),
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    specs=st.lists(asset_event_specs, min_size=1, max_size=12), cuts=st.lists(st.integers(0, 12), max_size=3)
+)
+# A materialization, then a planned event of the same asset (which sets fewer columns); two new assets
+# whose first events are not in the order of their names.
+@example(specs=[(0, "materialization", 0, 0), (1, "planned", 0, 1)], cuts=[])
+@example(specs=[(0, "materialization", 1, 0), (0, "materialization", 0, 0)], cuts=[])
+def test_a_batch_leaves_each_assets_row_as_its_events_one_by_one_do(tmp_path_factory, specs, cuts) -> None:
+    """A batch writes each asset's asset_keys row once, from its events' values (the last value of each
+    column): the same row, and new rows in the order of their assets' first events, as one by one. Few
+    assets and kinds, so that a batch often holds a materialization followed by a planned event or an
+    observation of the same asset, which set fewer columns than it does."""
+    events = [entry(i, *spec) for i, spec in enumerate(specs)]
+    one_by_one = tmp_path_factory.mktemp("reference")
+    batched = tmp_path_factory.mktemp("batched")
+    reference = SqliteEventLogStorage(str(one_by_one))
+    for event in events:
+        reference.store_event(event)
+    storage = BatchedSqliteEventLogStorage(str(batched))
+    for batch in in_batches(events, cuts):
+        storage.store_event_batch(batch)
+    assert shards(batched)["index.db"] == shards(one_by_one)["index.db"]
+    for name in ASSETS[:2]:
+        key = dg.AssetKey(name)
+        assert storage.get_latest_materialization_events(
+            [key]
+        ) == reference.get_latest_materialization_events([key])
 
 
 @pytest.mark.parametrize("fail_at", [0, 3, 7])
