@@ -162,9 +162,14 @@ def in_batches(events: list[EventLogEntry], cuts: list[int]) -> list[list[EventL
 @given(specs=st.lists(event_specs, min_size=1, max_size=40), cuts=st.lists(st.integers(0, 40), max_size=6))
 def test_batches_write_the_rows_event_by_event_writes_write(tmp_path_factory, specs, cuts) -> None:
     events = [entry(i, *spec) for i, spec in enumerate(as_runs_emit(specs))]
+    assert_batches_write_what_one_by_one_writes(tmp_path_factory, events, cuts)
+
+
+def assert_batches_write_what_one_by_one_writes(tmp_path_factory, events: list[EventLogEntry], cuts) -> None:
+    """The events stored one by one by Dagster's SqliteEventLogStorage and in batches cut at ``cuts`` by
+    BatchedSqliteEventLogStorage leave the same rows in every table of every shard, and read back the same."""
     one_by_one = tmp_path_factory.mktemp("reference")
     batched = tmp_path_factory.mktemp("batched")
-
     reference = SqliteEventLogStorage(str(one_by_one))
     for event in events:
         reference.store_event(event)
@@ -173,13 +178,17 @@ def test_batches_write_the_rows_event_by_event_writes_write(tmp_path_factory, sp
         storage.store_event_batch(batch)
 
     assert shards(batched) == shards(one_by_one)
-    # And what Dagster reads back through its API: per-partition materialization and planned state.
+    # And what Dagster reads back through its API: per-partition materialization and planned state, and
+    # each asset's last materialization (its asset_keys row).
     for name in ASSETS:
         key = dg.AssetKey(name)
         assert storage.get_materialized_partitions(key) == reference.get_materialized_partitions(key)
         assert storage.get_latest_storage_id_by_partition(
             key, DagsterEventType.ASSET_MATERIALIZATION_PLANNED
         ) == reference.get_latest_storage_id_by_partition(key, DagsterEventType.ASSET_MATERIALIZATION_PLANNED)
+        assert storage.get_latest_materialization_events(
+            [key]
+        ) == reference.get_latest_materialization_events([key])
 
 
 asset_event_specs = st.tuples(
@@ -204,20 +213,7 @@ def test_a_batch_leaves_each_assets_row_as_its_events_one_by_one_do(tmp_path_fac
     assets and kinds, so that a batch often holds a materialization followed by a planned event or an
     observation of the same asset, which set fewer columns than it does."""
     events = [entry(i, *spec) for i, spec in enumerate(specs)]
-    one_by_one = tmp_path_factory.mktemp("reference")
-    batched = tmp_path_factory.mktemp("batched")
-    reference = SqliteEventLogStorage(str(one_by_one))
-    for event in events:
-        reference.store_event(event)
-    storage = BatchedSqliteEventLogStorage(str(batched))
-    for batch in in_batches(events, cuts):
-        storage.store_event_batch(batch)
-    assert shards(batched)["index.db"] == shards(one_by_one)["index.db"]
-    for name in ASSETS[:2]:
-        key = dg.AssetKey(name)
-        assert storage.get_latest_materialization_events(
-            [key]
-        ) == reference.get_latest_materialization_events([key])
+    assert_batches_write_what_one_by_one_writes(tmp_path_factory, events, cuts)
 
 
 @pytest.mark.parametrize("fail_at", [0, 3, 7])
