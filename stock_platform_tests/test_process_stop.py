@@ -25,11 +25,13 @@ time.sleep(120)
 def test_stop_process_waits_for_every_member_of_the_group_not_only_its_leader(tmp_path: Path):
     pid_file = tmp_path / "member.pid"
     # The leader starts the slow member in its group and then leaves at once on SIGTERM. Both start with
-    # SIGTERM unblocked: a blocked signal is inherited through fork and exec, and an earlier test of the
-    # session can leave it blocked in pytest's thread (the group then lingers until the SIGKILL: 20 s).
+    # SIGTERM's default action, unblocked: an ignored or blocked signal is inherited through fork and exec,
+    # and an earlier test of the session can leave SIGTERM so in pytest's process (the group then lingers
+    # until the SIGKILL: 20 s; reproduced by ignoring or blocking SIGTERM before running this test).
     leader = subprocess.Popen(
         [sys.executable, "-c",
          "import signal, subprocess, sys, time\n"
+         "signal.signal(signal.SIGTERM, signal.SIG_DFL)\n"
          "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})\n"
          f"subprocess.Popen([sys.executable, '-c', {SLOW_MEMBER!r}, {str(pid_file)!r}])\n"
          "time.sleep(120)"],
